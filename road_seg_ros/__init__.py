@@ -1,0 +1,1 @@
+"""road_seg_ros: real-time road-scene semantic segmentation for ROS 2."""
