@@ -1,0 +1,89 @@
+"""Training overfits a handful of real CamVid frames; distillation, resume and 2-process DDP run."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from road_seg_ros.checkpoint import read_info
+from road_seg_ros.train import main
+
+OVERFIT = [
+    "--set", "limit=4", "--set", "val_split=train", "--set", "val_limit=4",
+    "--set", "crop_size=[360,480]", "--set", "scale_range=[1.0,1.0]", "--set", "jitter=0",
+    "--set", "workers=0", "--set", "warmup_epochs=1", "--set", "loss=ce",
+    "--set", "arch={name: student, size: tiny}",
+]  # fmt: skip
+
+
+def _log(run: Path):
+    with (run / "log.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_student_overfits_a_few_frames(tmp_path):
+    run = tmp_path / "run"
+    main(["student", "--out", str(run), "--epochs", "40", "--batch-size", "4", "--lr", "0.02",
+          "--set", "eval_interval=40", *OVERFIT])  # fmt: skip
+    rows = _log(run)
+    first, last = float(rows[0]["loss_supervised"]), float(rows[-1]["loss_supervised"])
+    assert last < 0.5 * first
+    info = read_info(run / "best.safetensors")
+    assert info.training["val_miou"] > 35.0  # chance is about 9% over 11 classes
+    assert (run / "curves.png").stat().st_size > 0
+
+
+def test_distillation_from_a_teacher_and_resume(tmp_path):
+    teacher = tmp_path / "teacher"
+    main(["teacher", "--out", str(teacher), "--epochs", "1", "--batch-size", "2",
+          "--set", "arch={name: teacher, backbone: resnet18}", *OVERFIT[:-2]])  # fmt: skip
+    student = tmp_path / "student"
+    common = ["student", "--out", str(student), "--teacher", str(teacher / "best.safetensors"),
+              "--batch-size", "2", "--set", "eval_interval=1", *OVERFIT]  # fmt: skip
+    main([*common, "--epochs", "1"])
+    assert {"loss_kd_pixel", "loss_kd_cwd"} <= set(_log(student)[0])
+    main([*common, "--epochs", "2", "--resume"])
+    assert [row["epoch"] for row in _log(student)] == ["1", "2"]
+    assert read_info(student / "best.safetensors").training["teacher"].endswith("best.safetensors")
+
+
+def test_distill_flag_turns_terms_off(tmp_path):
+    teacher = tmp_path / "teacher"
+    main(["teacher", "--out", str(teacher), "--epochs", "1", "--batch-size", "2",
+          "--set", "arch={name: teacher, backbone: resnet18}", *OVERFIT[:-2]])  # fmt: skip
+    student = tmp_path / "student"
+    main(["student", "--out", str(student), "--teacher", str(teacher / "best.safetensors"), "--distill", "cwd",
+          "--epochs", "1", "--batch-size", "2", *OVERFIT])  # fmt: skip
+    columns = set(_log(student)[0])
+    assert "loss_kd_cwd" in columns and "loss_kd_pixel" not in columns
+
+
+@pytest.mark.parametrize(
+    "argv, reason",
+    [
+        (["--set", "nonsense=1"], "unknown config field"),
+        (["--config", "/nonexistent.yaml"], "config file not found"),
+        (["--distill", "both"], "--distill needs --teacher"),
+        (["--data", "/nonexistent"], "no CamVid data set"),
+    ],
+)
+def test_bad_arguments_exit_with_one_line_reason(tmp_path, capsys, argv, reason):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["student", "--out", str(tmp_path / "run"), *argv])
+    assert reason in str(exit_info.value.code) and "\n" not in str(exit_info.value.code)
+
+
+def test_two_process_ddp_on_gloo(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "road_seg_ros.train", "student",
+         "--out", str(tmp_path / "ddp"), "--epochs", "1", "--batch-size", "2", "--device", "cpu", *OVERFIT],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(_log(tmp_path / "ddp")) == 1
+    assert (tmp_path / "ddp" / "best.safetensors").is_file()
