@@ -143,3 +143,59 @@ def class_weights(labels, num_classes=NUM_CLASSES, c=1.10) -> torch.Tensor:
         counts += np.bincount(label.ravel(), minlength=256)[:num_classes]
     frequency = counts / max(counts.sum(), 1.0)
     return torch.tensor(1.0 / np.log(c + frequency), dtype=torch.float32)
+
+
+class DeviceAugmentation:
+    """TrainAugmentation's random scale, crop, flip and jitter for a whole batch at once, on the batch's device.
+
+    The training set lives on the GPU as uint8 tensors; each batch is one
+    affine ``grid_sample`` per tensor, so the GPU never waits for a loader.
+    """
+
+    def __init__(self, crop_size=(360, 480), scale_range=(0.5, 2.0), jitter=0.3, generator=None):
+        self.crop_height, self.crop_width = crop_size
+        self.scale_range = scale_range
+        self.jitter = jitter
+        self.generator = generator
+
+    def _uniform(self, n, low, high, device):
+        return low + (high - low) * torch.rand(n, device=device, generator=self.generator)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
+        """uint8 N x 3 x H x W and integer N x H x W -> uint8 N x 3 x h x w and int64 N x h x w (crop size)."""
+        n, _, height, width = images.shape
+        device = images.device
+        scale = self._uniform(n, *self.scale_range, device)
+        # In normalised coordinates a crop of the scaled image spans crop / (size * scale) of the source.
+        span_x = self.crop_width / (width * scale)
+        span_y = self.crop_height / (height * scale)
+        # Crop centre anywhere that keeps the crop inside the image, or centred when the image is smaller (padding).
+        centre_x = (1 - span_x).clamp(min=0) * self._uniform(n, -1.0, 1.0, device)
+        centre_y = (1 - span_y).clamp(min=0) * self._uniform(n, -1.0, 1.0, device)
+        flip = torch.where(torch.rand(n, device=device, generator=self.generator) < 0.5, -1.0, 1.0)
+        theta = torch.zeros(n, 2, 3, device=device)
+        theta[:, 0, 0] = span_x * flip
+        theta[:, 0, 2] = centre_x
+        theta[:, 1, 1] = span_y
+        theta[:, 1, 2] = centre_y
+        grid = torch.nn.functional.affine_grid(theta, (n, 1, self.crop_height, self.crop_width), align_corners=False)
+        sampled = torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", align_corners=False)
+        # Labels shifted by one so that the zero padding of grid_sample becomes the void class.
+        shifted = (labels.float() + 1).unsqueeze(1)
+        label_crop = torch.nn.functional.grid_sample(shifted, grid, mode="nearest", align_corners=False)
+        label_crop = label_crop.squeeze(1).long() - 1
+        label_crop[label_crop < 0] = IGNORE_INDEX
+        return self._photometric(sampled).round().clamp(0, 255).to(torch.uint8), label_crop
+
+    def _photometric(self, images):
+        if not self.jitter:
+            return images
+        n, device = images.shape[0], images.device
+        brightness, contrast, saturation = (
+            1.0 + self._uniform(n, -self.jitter, self.jitter, device).view(n, 1, 1, 1) for _ in range(3)
+        )
+        images = images * brightness
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = (images - mean) * contrast + mean
+        gray = images.mean(dim=1, keepdim=True)
+        return (images - gray) * saturation + gray

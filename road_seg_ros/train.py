@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import losses
 from .camvid_classes import CLASS_NAMES, MEAN, STD
 from .checkpoint import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
-from .data import CamVid, DataError, TrainAugmentation, class_weights
+from .data import CamVid, DataError, DeviceAugmentation, TrainAugmentation, class_weights
 from .metrics import ConfusionMatrix
 from .models import build_model
 
@@ -59,7 +59,8 @@ class TrainConfig:
     # however busy the machine is (budgeted training, Li et al., ICLR 2020).
     time_budget_minutes: float = 0.0
     seed: int = 0
-    workers: int = 2
+    workers: int = 2  # DataLoader workers for CPU augmentation
+    device_augmentation: bool = False  # hold the data on the device and augment there (GPU training)
     amp: bool = True  # bf16 autocast, CUDA only
     train_split: str = "train"
     val_split: str = "val"
@@ -209,20 +210,17 @@ def _seed_worker(worker_id):
     info.dataset.transform.rng = np.random.default_rng(torch.initial_seed() % 2**32)
 
 
-class Trainer:
-    def __init__(self, args, config: TrainConfig, env: Distributed):
-        self.args, self.config, self.env = args, config, env
-        self.device = env.device
-        self.out = args.out
-        torch.manual_seed(config.seed + env.rank)
-        augmentation = TrainAugmentation(
+class LoaderBatches:
+    """Augmented batches from DataLoader workers (CPU augmentation), moved to the device."""
+
+    def __init__(self, dataset: CamVid, config: TrainConfig, env: Distributed):
+        dataset.transform = TrainAugmentation(
             config.crop_size, config.scale_range, config.jitter, seed=config.seed + env.rank
         )
-        self.train_set = CamVid(args.data, config.train_split, augmentation, limit=config.limit)
-        self.val_set = CamVid(args.data, config.val_split, limit=config.val_limit) if env.is_main else None
-        self.sampler = DistributedSampler(self.train_set, seed=config.seed) if env.world_size > 1 else None
+        self.device = env.device
+        self.sampler = DistributedSampler(dataset, seed=config.seed) if env.world_size > 1 else None
         self.loader = DataLoader(
-            self.train_set,
+            dataset,
             batch_size=config.batch_size,
             shuffle=self.sampler is None,
             sampler=self.sampler,
@@ -230,8 +228,56 @@ class Trainer:
             worker_init_fn=_seed_worker,
             persistent_workers=config.workers > 0,
             pin_memory=self.device.type == "cuda",
-            drop_last=len(self.train_set) >= config.batch_size,
+            drop_last=len(dataset) >= config.batch_size,
         )
+
+    def __len__(self):
+        return max(1, len(self.loader))
+
+    def epoch(self, epoch: int):
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        for images, targets in self.loader:
+            yield images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+
+
+class DeviceBatches:
+    """The whole training set held on the device as uint8, augmented there a batch at a time (GPU training)."""
+
+    def __init__(self, dataset: CamVid, config: TrainConfig, env: Distributed):
+        self.device = env.device
+        self.images = torch.stack([torch.from_numpy(image.transpose(2, 0, 1).copy()) for image in dataset.images])
+        self.images = self.images.to(self.device)
+        self.labels = torch.stack([torch.from_numpy(label) for label in dataset.labels]).to(self.device)
+        self.generator = torch.Generator(self.device).manual_seed(config.seed + env.rank)
+        self.augment = DeviceAugmentation(config.crop_size, config.scale_range, config.jitter, self.generator)
+        self.batch_size = config.batch_size
+        self.steps = max(1, len(dataset) // (config.batch_size * env.world_size))
+
+    def __len__(self):
+        return self.steps
+
+    def epoch(self, epoch: int):
+        order = torch.randperm(len(self.images), device=self.device, generator=self.generator)
+        for step in range(self.steps):
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            if len(index) < self.batch_size:  # more steps than one pass over a tiny set: draw at random
+                index = torch.randint(
+                    len(self.images), (self.batch_size,), device=self.device, generator=self.generator
+                )
+            yield self.augment(self.images[index], self.labels[index])
+
+
+class Trainer:
+    def __init__(self, args, config: TrainConfig, env: Distributed):
+        self.args, self.config, self.env = args, config, env
+        self.device = env.device
+        self.out = args.out
+        torch.manual_seed(config.seed + env.rank)
+        self.train_set = CamVid(args.data, config.train_split, limit=config.limit)
+        self.val_set = CamVid(args.data, config.val_split, limit=config.val_limit) if env.is_main else None
+        self.batches = DeviceBatches(self.train_set, config, env) if config.device_augmentation else None
+        self.batches = self.batches or LoaderBatches(self.train_set, config, env)
         model = build_model(config.arch).to(self.device, memory_format=torch.channels_last)
         if env.world_size > 1 and self.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # small per-GPU batches
@@ -242,7 +288,7 @@ class Trainer:
         self.criterion = losses.supervised_loss(config.loss, weight).to(self.device)
         self.teacher = self._load_teacher() if config.kd_pixel_weight or config.kd_cwd_weight else None
         self.optimizer = make_optimizer(config, model)
-        steps_per_epoch = max(1, len(self.loader))
+        steps_per_epoch = len(self.batches)
         self.total_steps = config.epochs * steps_per_epoch
         self.schedule = PolySchedule(
             self.total_steps, config.warmup_epochs * steps_per_epoch, 60.0 * config.time_budget_minutes
@@ -272,8 +318,6 @@ class Trainer:
 
     def train(self):
         for epoch in range(self.start_epoch, self.config.epochs):
-            if self.sampler is not None:
-                self.sampler.set_epoch(epoch)
             started = time.perf_counter()
             terms = self._train_epoch(epoch)
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **terms}
@@ -305,10 +349,12 @@ class Trainer:
     def _train_epoch(self, epoch):
         self.ddp_model.train()
         sums = {}
-        progress = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.env.is_main)
+        progress = tqdm(
+            self.batches.epoch(epoch), total=len(self.batches), desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            disable=not self.env.is_main,
+        )  # fmt: skip
         for images, targets in progress:
-            images = self.normalize(images.to(self.device, non_blocking=True))
-            targets = targets.to(self.device, non_blocking=True)
+            images = self.normalize(images)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 outputs = self.ddp_model(images)
             parts = self._losses(outputs, targets, images)
@@ -320,8 +366,7 @@ class Trainer:
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value.item()
             progress.set_postfix(loss=f"{loss.item():.3f}")
-        batches = max(1, len(self.loader))
-        return {f"loss_{name}": total / batches for name, total in sums.items()}
+        return {f"loss_{name}": total / len(self.batches) for name, total in sums.items()}
 
     def _losses(self, outputs, targets, images):
         logits = outputs["out"].float()

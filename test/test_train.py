@@ -87,3 +87,20 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(_log(tmp_path / "ddp")) == 1
     assert (tmp_path / "ddp" / "best.safetensors").is_file()
+
+
+def test_device_augmentation_path_trains(tmp_path):
+    run = tmp_path / "device"
+    main(["student", "--out", str(run), "--epochs", "2", "--batch-size", "2", "--device", "cpu",
+          "--set", "device_augmentation=true", *OVERFIT])  # fmt: skip
+    assert len(_log(run)) == 2
+
+
+def test_time_budget_ends_the_run_with_a_decayed_schedule(tmp_path):
+    run = tmp_path / "budget"
+    main(["student", "--out", str(run), "--epochs", "50", "--batch-size", "4",
+          "--set", "time_budget_minutes=0.0001", *OVERFIT])  # fmt: skip
+    rows = _log(run)
+    assert len(rows) == 1  # the budget (6 ms) is spent after the first epoch
+    assert float(rows[0]["lr"]) == 0.0
+    assert (run / "best.safetensors").is_file()
