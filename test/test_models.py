@@ -111,3 +111,12 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path):
     )
     with pytest.raises(CheckpointError, match="do not match architecture student"):
         load_checkpoint(mismatched)
+
+
+@pytest.mark.parametrize("backbone, output_stride", [("resnet18", 8), ("resnet18", 16), ("resnet50", 16)])
+def test_teacher_backbone_output_stride(backbone, output_stride):
+    teacher = build_model({"name": "teacher", "backbone": backbone, "output_stride": output_stride}).eval()
+    with torch.no_grad():
+        features = teacher.backbone(torch.randn(1, 3, 64, 96))
+    assert features["low"].shape[-2:] == (16, 24)
+    assert features["high"].shape[-2:] == (64 // output_stride, 96 // output_stride)

@@ -47,9 +47,11 @@ class DeepLabV3Plus(nn.Module):
         self.config = c = config or TeacherConfig()
         dilate = [False, c.output_stride == 8, True]
         if c.backbone in ("resnet18", "resnet34"):
-            # BasicBlock cannot dilate: keep the stride and rely on ASPP for context.
-            dilate = [False, False, False]
-        backbone = getattr(resnet, c.backbone)(weights=None, replace_stride_with_dilation=dilate)
+            # torchvision refuses to dilate BasicBlock networks: build them strided, then dilate by hand.
+            backbone = getattr(resnet, c.backbone)(weights=None)
+            _dilate_basic_layers(backbone, dilate)
+        else:
+            backbone = getattr(resnet, c.backbone)(weights=None, replace_stride_with_dilation=dilate)
         self.backbone = IntermediateLayerGetter(backbone, {"layer1": "low", "layer3": "mid", "layer4": "high"})
         high = _HIGH_LEVEL_CHANNELS[c.backbone]
         self.aspp = ASPP(high, list(c.atrous_rates), out_channels=256)
@@ -71,3 +73,20 @@ class DeepLabV3Plus(nn.Module):
             aux = self.aux_classifier(features["mid"])
             result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
         return result
+
+
+def _dilate_basic_layers(backbone: resnet.ResNet, dilate) -> None:
+    """Trades the stride of layer2..4 for dilation where ``dilate`` says, as torchvision does for Bottleneck."""
+    dilation = 1
+    for layer, replace in zip((backbone.layer2, backbone.layer3, backbone.layer4), dilate):
+        if not replace:
+            continue
+        previous, dilation = dilation, dilation * 2
+        for index, block in enumerate(layer):
+            block.conv1.stride = (1, 1)
+            # the first block keeps the previous rate on its first conv, as torchvision's _make_layer does
+            first_rate = previous if index == 0 else dilation
+            block.conv1.dilation, block.conv1.padding = (first_rate, first_rate), (first_rate, first_rate)
+            block.conv2.dilation, block.conv2.padding = (dilation, dilation), (dilation, dilation)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)

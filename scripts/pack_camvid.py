@@ -1,0 +1,46 @@
+"""Packs CamVid compactly for a GPU machine: same layout, frames as high-quality JPEG, labels as PNG.
+
+    python scripts/pack_camvid.py --out .gpu_data/camvid --splits train val
+
+The packed folder reads with `--data .gpu_data/camvid` like the original. JPEG
+only touches training and selection frames; final val/test numbers are
+computed on the original PNGs.
+"""
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from road_seg_ros.data import camvid_root, read_split  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="CamVid root (default: $CAMVID_ROOT or ../shared/camvid)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--splits", nargs="+", default=["train", "val"])
+    parser.add_argument("--quality", type=int, default=95)
+    args = parser.parse_args()
+    root = camvid_root(args.data)
+    for split in args.splits:
+        lines = []
+        for sample in read_split(root, split):
+            image = Path(split) / f"{sample.name}.jpg"
+            label = Path(f"{split}annot") / f"{sample.name}.png"
+            (args.out / image).parent.mkdir(parents=True, exist_ok=True)
+            (args.out / label).parent.mkdir(parents=True, exist_ok=True)
+            bgr = cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
+            cv2.imwrite(str(args.out / image), bgr, [cv2.IMWRITE_JPEG_QUALITY, args.quality])
+            shutil.copyfile(sample.label, args.out / label)
+            lines.append(f"{image} {label}")
+        (args.out / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    print(f"packed {', '.join(args.splits)} into {args.out}: {size / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
