@@ -20,7 +20,7 @@ test: lint
 	$(PYTHON) -m pytest
 
 demo: $(STAMP)
-	$(PYTHON) -m road_seg_ros.demo
+	$(VENV)/bin/road-seg-replay --out out
 
 clean:
 	rm -rf $(VENV) out build install log
