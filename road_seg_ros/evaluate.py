@@ -47,7 +47,7 @@ class MultiScalePredictor:
 
     @torch.inference_mode()
     def __call__(self, rgb):
-        batch = self.engine._preprocess(rgb)
+        batch = self.engine.preprocess(rgb)
         height, width = batch.shape[-2:]
         probabilities = 0
         for scale in self.scales:
