@@ -16,7 +16,18 @@ OVERFIT = [
     "--set", "crop_size=[360,480]", "--set", "scale_range=[1.0,1.0]", "--set", "jitter=0",
     "--set", "workers=0", "--set", "warmup_epochs=1", "--set", "loss=ce",
     "--set", "arch={name: student, size: tiny}",
+
 ]  # fmt: skip
+# Everything but the overfit test only needs the loop to run: small crops, two validation frames.
+QUICK = [*OVERFIT, "--set", "crop_size=[128,160]", "--set", "val_limit=2"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    run = tmp_path_factory.mktemp("teacher")
+    main(["teacher", "--out", str(run), "--epochs", "1", "--batch-size", "2",
+          *QUICK, "--set", "arch={name: teacher, backbone: resnet18}"])  # fmt: skip
+    return run / "best.safetensors"
 
 
 def _log(run: Path):
@@ -26,23 +37,20 @@ def _log(run: Path):
 
 def test_student_overfits_a_few_frames(tmp_path):
     run = tmp_path / "run"
-    main(["student", "--out", str(run), "--epochs", "40", "--batch-size", "4", "--lr", "0.02",
-          "--set", "eval_interval=40", *OVERFIT])  # fmt: skip
+    main(["student", "--out", str(run), "--epochs", "60", "--batch-size", "4", "--lr", "0.01",
+          "--set", "eval_interval=20", *OVERFIT, "--set", "crop_size=[180,240]"])  # fmt: skip
     rows = _log(run)
     first, last = float(rows[0]["loss_supervised"]), float(rows[-1]["loss_supervised"])
     assert last < 0.5 * first
     info = read_info(run / "best.safetensors")
-    assert info.training["val_miou"] > 35.0  # chance is about 9% over 11 classes
+    assert info.training["val_miou"] > 25.0  # chance is about 9% over 11 classes
     assert (run / "curves.png").stat().st_size > 0
 
 
-def test_distillation_from_a_teacher_and_resume(tmp_path):
-    teacher = tmp_path / "teacher"
-    main(["teacher", "--out", str(teacher), "--epochs", "1", "--batch-size", "2",
-          "--set", "arch={name: teacher, backbone: resnet18}", *OVERFIT[:-2]])  # fmt: skip
+def test_distillation_from_a_teacher_and_resume(tmp_path, teacher):
     student = tmp_path / "student"
-    common = ["student", "--out", str(student), "--teacher", str(teacher / "best.safetensors"),
-              "--batch-size", "2", "--set", "eval_interval=1", *OVERFIT]  # fmt: skip
+    common = ["student", "--out", str(student), "--teacher", str(teacher),
+              "--batch-size", "2", "--set", "eval_interval=1", *QUICK]  # fmt: skip
     main([*common, "--epochs", "1"])
     assert {"loss_kd_pixel", "loss_kd_cwd"} <= set(_log(student)[0])
     main([*common, "--epochs", "2", "--resume"])
@@ -50,13 +58,10 @@ def test_distillation_from_a_teacher_and_resume(tmp_path):
     assert read_info(student / "best.safetensors").training["teacher"].endswith("best.safetensors")
 
 
-def test_distill_flag_turns_terms_off(tmp_path):
-    teacher = tmp_path / "teacher"
-    main(["teacher", "--out", str(teacher), "--epochs", "1", "--batch-size", "2",
-          "--set", "arch={name: teacher, backbone: resnet18}", *OVERFIT[:-2]])  # fmt: skip
+def test_distill_flag_turns_terms_off(tmp_path, teacher):
     student = tmp_path / "student"
-    main(["student", "--out", str(student), "--teacher", str(teacher / "best.safetensors"), "--distill", "cwd",
-          "--epochs", "1", "--batch-size", "2", *OVERFIT])  # fmt: skip
+    main(["student", "--out", str(student), "--teacher", str(teacher), "--distill", "cwd",
+          "--epochs", "1", "--batch-size", "2", *QUICK])  # fmt: skip
     columns = set(_log(student)[0])
     assert "loss_kd_cwd" in columns and "loss_kd_pixel" not in columns
 
@@ -81,7 +86,7 @@ def test_two_process_ddp_on_gloo(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "road_seg_ros.train", "student",
-         "--out", str(tmp_path / "ddp"), "--epochs", "1", "--batch-size", "2", "--device", "cpu", *OVERFIT],
+         "--out", str(tmp_path / "ddp"), "--epochs", "1", "--batch-size", "2", "--device", "cpu", *QUICK],
         env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -92,14 +97,14 @@ def test_two_process_ddp_on_gloo(tmp_path):
 def test_device_augmentation_path_trains(tmp_path):
     run = tmp_path / "device"
     main(["student", "--out", str(run), "--epochs", "2", "--batch-size", "2", "--device", "cpu",
-          "--set", "device_augmentation=true", *OVERFIT])  # fmt: skip
+          "--set", "device_augmentation=true", *QUICK])  # fmt: skip
     assert len(_log(run)) == 2
 
 
 def test_time_budget_ends_the_run_with_a_decayed_schedule(tmp_path):
     run = tmp_path / "budget"
     main(["student", "--out", str(run), "--epochs", "50", "--batch-size", "4",
-          "--set", "time_budget_minutes=0.0001", *OVERFIT])  # fmt: skip
+          "--set", "time_budget_minutes=0.0001", *QUICK])  # fmt: skip
     rows = _log(run)
     assert len(rows) == 1  # the budget (6 ms) is spent after the first epoch
     assert float(rows[0]["lr"]) == 0.0
