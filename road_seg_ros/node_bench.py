@@ -42,7 +42,8 @@ class NodeBenchError(RuntimeError):
 
 def ros_environment(environ=os.environ) -> None:
     """A private, localhost-only DDS domain unless the caller chose one; call before rclpy.init."""
-    environ.setdefault("ROS_DOMAIN_ID", str(101 + os.getpid() % 100))
+    # 1..101: ids above 101 can collide with Linux ephemeral ports; 0 is left to the default graph
+    environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 101))
     environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     apply_dds_profile(environ)
 
