@@ -207,3 +207,15 @@ def start_node(tmp_path_factory):
             node.process.send_signal(signal.SIGINT)
     for node in started:
         node.wait()
+
+
+def camvid_drive_frames(drive: str, count: int):
+    """The first ``count`` (rgb, label) frames of a CamVid test drive; skips the test if CamVid is absent."""
+    from road_seg_ros.data import DataError, load_label, load_rgb
+    from road_seg_ros.make_bag import drive_samples
+
+    try:
+        samples = drive_samples(None, "test", drive, limit=count)
+    except DataError as error:
+        pytest.skip(str(error))
+    return [(load_rgb(s.image), load_label(s.label)) for s in samples]

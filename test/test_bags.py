@@ -5,14 +5,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import camvid_drive_frames
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Writer
 from rosbags.rosbag2.enums import StoragePlugin
 
 from road_seg_ros import bags
 from road_seg_ros.bags import BagError, CameraBag, write_camera_bag
-from road_seg_ros.data import DataError, load_label, load_rgb
-from road_seg_ros.make_bag import drive_samples
 from road_seg_ros.make_bag import main as make_bag_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,12 +20,7 @@ FRAMES = 3
 
 @pytest.fixture(scope="module")
 def camvid_frames():
-    """The first frames of the 0001TP test drive with their labels."""
-    try:
-        samples = drive_samples(None, "test", "0001TP", limit=FRAMES)
-    except DataError as error:
-        pytest.skip(str(error))
-    return [(load_rgb(s.image), load_label(s.label)) for s in samples]
+    return camvid_drive_frames("0001TP", FRAMES)
 
 
 def read_all(path, **kwargs):

@@ -7,15 +7,14 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
+from conftest import camvid_drive_frames
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Writer
 
 from road_seg_ros import bags
 from road_seg_ros.bags import write_camera_bag
-from road_seg_ros.data import DataError, load_label, load_rgb
 from road_seg_ros.engine import SegmentationEngine
 from road_seg_ros.evaluate import evaluate_frames
-from road_seg_ros.make_bag import drive_samples
 from road_seg_ros.node import PARAMS_FILE_NAME, config_file
 from road_seg_ros.replay import OUTPUT_TOPICS, ReplayError, main, node_command, run_replay
 
@@ -25,11 +24,7 @@ REPORT_KEYS = {"frames_sent", "frames_received", "frames_dropped", "fps", "laten
 
 @pytest.fixture(scope="module")
 def camvid_frames():
-    try:
-        samples = drive_samples(None, "test", "Seq05VD", limit=FRAMES)
-    except DataError as error:
-        pytest.skip(str(error))
-    return [(load_rgb(s.image), load_label(s.label)) for s in samples]
+    return camvid_drive_frames("Seq05VD", FRAMES)
 
 
 @pytest.fixture(scope="module")
