@@ -16,6 +16,7 @@ from conftest import DIAGNOSTICS_QOS, NODE_EXECUTABLE, PARAMS_FILE, REPO_ROOT, d
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -25,6 +26,7 @@ from road_seg_ros.node import PARAMETERS
 
 TIMING_KEYS = {"decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "publish_ms", "total_ms", "age_ms"}
 NODE_PARAMS = {"device": "cpu", "num_threads": 1, "min_fps": 0.0}
+BURST = 12
 
 
 def road_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -70,11 +72,11 @@ def compressed(ros, compressed_node):
     return _connect(ros, compressed_node, CompressedImage, "../image/compressed")
 
 
-def _connect(ros, node, msg_type, input_topic):
+def _connect(ros, node, msg_type, input_topic, input_qos=qos_profile_sensor_data):
     ends = {name: ros.inbox(Image, node.topic(name)) for name in ("label", "color", "overlay")}
     ends["timing"] = ros.inbox(DiagnosticArray, node.topic("timing"))
     ends["diagnostics"] = ros.inbox(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-    ends["input"] = ros.publisher(msg_type, node.topic(input_topic))
+    ends["input"] = ros.publisher(msg_type, node.topic(input_topic), input_qos)
     ends["node"] = node
     return ends
 
@@ -263,20 +265,32 @@ def test_large_frames_from_another_process_arrive_and_come_back(raw, engine, wid
     assert (overlay.width, overlay.height, len(overlay.data)) == (width, height, width * height * 3)
 
 
-def test_a_burst_drops_stale_frames_and_answers_the_newest(raw):
-    before = counters_after(raw)
-    # Full-HD frames keep the worker busy for tens of milliseconds each, far longer than publishing one takes.
-    burst = [rgb_to_image(road_frame(1080, 1920, seed=i), stamped(f"burst_{i}"), encoding="bgr8") for i in range(12)]
+@pytest.fixture(scope="module")
+def reliable(ros, start_node, tiny_checkpoint):
+    """A node whose input queue holds a whole burst, so DDS hands it every frame and only the node can drop."""
+    node = start_node(
+        "/reliable", model_path=tiny_checkpoint, qos_reliability="reliable", qos_depth=BURST, **NODE_PARAMS
+    )
+    return _connect(ros, node, Image, "../image", QoSProfile(depth=BURST, reliability=ReliabilityPolicy.RELIABLE))
+
+
+def test_a_burst_drops_stale_frames_and_answers_the_newest(reliable):
+    warm_up = rgb_to_image(road_frame(120, 160), stamped("warm_up"))
+    exchange(reliable["input"], warm_up, reliable["label"], same_header(warm_up.header))  # matched both ways now
+    before = counters_after(reliable)
+    # Full-HD frames keep the worker busy for tens of milliseconds each, far longer than receiving one takes.
+    burst = [rgb_to_image(road_frame(1080, 1920, seed=i), stamped(f"burst_{i}"), encoding="bgr8") for i in range(BURST)]
     for msg in burst[:-1]:
-        raw["input"].publish(msg)
-    exchange(raw["input"], burst[-1], raw["label"], same_header(burst[-1].header))
+        reliable["input"].publish(msg)
+    exchange(reliable["input"], burst[-1], reliable["label"], same_header(burst[-1].header))
 
     def settled(values):
         counts = {key: int(values[key]) for key in ("frames_in", "frames_out", "frames_dropped", "frames_rejected")}
         accounted = counts["frames_out"] + counts["frames_dropped"] + counts["frames_rejected"]
         return counts["frames_out"] > int(before["frames_out"]) and counts["frames_in"] == accounted
 
-    after = counters_after(raw, settled)
+    after = counters_after(reliable, settled)
+    assert int(after["frames_in"]) - int(before["frames_in"]) >= BURST  # reliable: none lost on the way
     assert int(after["frames_dropped"]) > int(before["frames_dropped"])
     assert int(after["frames_idle"]) == 0
 
