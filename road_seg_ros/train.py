@@ -11,6 +11,7 @@ checkpoint the engine loads. Multi-GPU and multi-node through ``torchrun``.
 import argparse
 import csv
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -23,6 +24,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -31,7 +33,7 @@ from .camvid_classes import CLASS_NAMES, MEAN, STD
 from .checkpoint import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
 from .data import CamVid, DataError, DeviceAugmentation, TrainAugmentation, class_weights
 from .metrics import ConfusionMatrix
-from .models import build_model
+from .models import build_model, resolve_architecture
 
 
 @dataclass
@@ -48,6 +50,9 @@ class TrainConfig:
     warmup_epochs: int = 3
     loss: str = "weighted_ce"  # ce | weighted_ce | ohem
     aux_weight: float = 0.4
+    # Validate and save an exponential moving average of the weights (0: off): smoother than the last step's
+    # weights, which matters most for small from-scratch models at the end of a short schedule.
+    ema_decay: float = 0.0
     kd_pixel_weight: float = 1.0
     kd_pixel_temperature: float = 1.0
     kd_cwd_weight: float = 3.0
@@ -87,6 +92,9 @@ def parse_args(argv=None):
         "--distill", choices=sorted(DISTILL_CHOICES), help="which distillation terms to use (default: both)"
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument(
+        "--init", type=Path, help="start from this checkpoint's weights (same architecture): fine-tuning"
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -281,7 +289,10 @@ class Trainer:
         model = build_model(config.arch).to(self.device, memory_format=torch.channels_last)
         if env.world_size > 1 and self.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # small per-GPU batches
+        if args.init:
+            _load_initial_weights(model, args.init, config.arch)
         self.model = model
+        self.ema = self._ema(model) if config.ema_decay else None
         self.ddp_model = DistributedDataParallel(model) if env.world_size > 1 else model
         self.normalize = Normalize().to(self.device)
         weight = class_weights(self.train_set.labels).to(self.device) if config.loss != "ce" else None
@@ -298,6 +309,17 @@ class Trainer:
         self.start_epoch, self.best_miou, self.history = 0, -1.0, []
         if args.resume:
             self._resume()
+
+    def _ema(self, model):
+        decay = self.config.ema_decay
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @property
+    def evaluated_model(self):
+        """The network validation scores and the best checkpoint holds: the average when one is kept."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _load_teacher(self):
         try:
@@ -363,6 +385,8 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value.item()
             progress.set_postfix(loss=f"{loss.item():.3f}")
@@ -387,11 +411,11 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        self.model.eval()
+        model = self.evaluated_model.eval()
         confusion = ConfusionMatrix()
         for image, label in DataLoader(self.val_set, batch_size=4):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits = self.model(self.normalize(image.to(self.device)))["out"]
+                logits = model(self.normalize(image.to(self.device)))["out"]
             confusion.update(logits.argmax(1), label)
         return confusion.summary(CLASS_NAMES)
 
@@ -407,11 +431,12 @@ class Trainer:
                 "val_miou": summary["miou"],
                 "val_per_class_iou": summary["per_class_iou"],
                 "teacher": str(self.args.teacher) if self.teacher is not None else None,
+                "init": str(self.args.init) if self.args.init else None,
                 "config": dataclasses.asdict(self.config),
                 "command": " ".join(["road-seg-train", *sys.argv[1:]]),
             },
         )
-        save_checkpoint(self.out / "best.safetensors", self.model, info)
+        save_checkpoint(self.out / "best.safetensors", self.evaluated_model, info)
 
     def _save_resume_state(self, epoch):
         state = {
@@ -422,6 +447,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "elapsed_seconds": self.schedule.elapsed(),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         tmp = self.out / "last.pt.tmp"
         torch.save(state, tmp)
         tmp.replace(self.out / "last.pt")
@@ -434,6 +461,10 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise ValueError(f"--resume: {path} was saved without ema_decay")
+            self.ema.load_state_dict(state["ema"])
         self.start_epoch, self.best_miou = state["epoch"], state["best_miou"]
         # the scheduler's state carries the schedule's own fields: restart its clock for this run
         self.schedule.elapsed_before, self.schedule.started = state["elapsed_seconds"], time.monotonic()
@@ -449,6 +480,16 @@ class Trainer:
             writer.writeheader()
             writer.writerows(self.history)
         plot_curves(self.history, self.out / "curves.png")
+
+
+def _load_initial_weights(model, path: Path, arch: dict) -> None:
+    try:
+        initial, info = load_checkpoint(path)
+    except CheckpointError as error:
+        raise ValueError(f"--init: {error}") from None
+    if info.arch != json.loads(json.dumps(resolve_architecture(arch))):  # as saved: tuples became lists
+        raise ValueError(f"--init: {path} holds a different network than this run's {arch}")
+    model.load_state_dict(initial.state_dict())
 
 
 def _column_order(name):

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from road_seg_ros.checkpoint import read_info
 from road_seg_ros.train import main
@@ -73,12 +75,33 @@ def test_distill_flag_turns_terms_off(tmp_path, teacher):
         (["--config", "/nonexistent.yaml"], "config file not found"),
         (["--distill", "both"], "--distill needs --teacher"),
         (["--data", "/nonexistent"], "no CamVid data set"),
+        (["--init", "/nonexistent.safetensors"], "checkpoint not found"),
+        (["--set", "ema_decay=1.5"], "ema_decay must be in (0, 1)"),
     ],
 )
 def test_bad_arguments_exit_with_one_line_reason(tmp_path, capsys, argv, reason):
     with pytest.raises(SystemExit) as exit_info:
         main(["student", "--out", str(tmp_path / "run"), *argv])
     assert reason in str(exit_info.value.code) and "\n" not in str(exit_info.value.code)
+
+
+def test_fine_tuning_starts_from_the_checkpoint_and_keeps_an_average(tmp_path, teacher):
+    start = tmp_path / "start"
+    main(["student", "--out", str(start), "--epochs", "1", "--batch-size", "2", *QUICK])
+    tuned = tmp_path / "tuned"
+    common = ["student", "--out", str(tuned), "--init", str(start / "best.safetensors"), "--batch-size", "2",
+              "--lr", "0", "--set", "ema_decay=0.5", "--set", "eval_interval=1", *QUICK]  # fmt: skip
+    main([*common, "--epochs", "1"])
+    main([*common, "--epochs", "2", "--resume"])
+    initial, averaged = load_file(start / "best.safetensors"), load_file(tuned / "best.safetensors")
+    # lr 0: the weights never move, so their average is the checkpoint we started from
+    weights = [name for name in initial if name.endswith(".weight")]
+    assert weights and all(torch.allclose(initial[name], averaged[name]) for name in weights)
+    assert read_info(tuned / "best.safetensors").training["init"].endswith("best.safetensors")
+    assert [row["epoch"] for row in _log(tuned)] == ["1", "2"]
+
+    with pytest.raises(SystemExit, match="holds a different network"):
+        main(["student", "--out", str(tmp_path / "wrong"), "--init", str(teacher), "--epochs", "1", *QUICK])
 
 
 def test_two_process_ddp_on_gloo(tmp_path):
