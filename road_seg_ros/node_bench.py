@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 
 from .export import check_frames
 from .image_conversion import rgb_to_image
-from .node import NODE_NAME, apply_dds_profile
+from .node import NODE_NAME, apply_dds_profile, fast_executor
 
 NODE_EXECUTABLE = Path(sys.executable).parent / "road_seg_node"
 ENGINE_STAGES = ("preprocess", "inference", "postprocess")
@@ -59,7 +58,7 @@ class Client:
         self.publisher = self.node.create_publisher(Image, "image", qos)
         self.node.create_subscription(Image, f"/{NODE_NAME}/label", self._on_label, qos)
         self.node.create_subscription(DiagnosticArray, f"/{NODE_NAME}/timing", self._on_timing, qos)
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = fast_executor(context=self.context)
         self.executor.add_node(self.node)
         self.label_at, self.timings = {}, {}
 

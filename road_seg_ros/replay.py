@@ -28,7 +28,6 @@ from pathlib import Path
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
@@ -37,7 +36,7 @@ from tqdm import tqdm
 from .bags import COMPRESSED_TYPE, TYPESTORE, BagError, BagRecorder, CameraBag, bundled_bag, decode_ground_truth
 from .checkpoint import CheckpointError
 from .engine import EngineError, SegmentationEngine, default_checkpoint
-from .node import NODE_NAME, PARAMETERS, PARAMS_FILE_NAME, apply_dds_profile, config_file
+from .node import NODE_NAME, PARAMETERS, PARAMS_FILE_NAME, apply_dds_profile, config_file, fast_executor
 from .replay_report import ReplayTally, format_summary, write_report
 
 OUTPUT_TOPICS = {
@@ -197,7 +196,7 @@ class LiveReplay:
         # No rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt, which stops the node on the way out.
         rclpy.init(args=[], context=self.rclpy_context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node("road_seg_replay", context=self.rclpy_context)
-        self.executor = SingleThreadedExecutor(context=self.rclpy_context)
+        self.executor = fast_executor(context=self.rclpy_context)
         self.executor.add_node(self.node)
         # Reliable publishing reaches best-effort subscribers too; the node's own QoS decides what it drops.
         message_class = CompressedImage if camera_bag.msgtype == COMPRESSED_TYPE else Image
