@@ -292,7 +292,7 @@ def test_a_burst_drops_stale_frames_and_answers_the_newest(reliable):
     after = counters_after(reliable, settled)
     assert int(after["frames_in"]) - int(before["frames_in"]) >= BURST  # reliable: none lost on the way
     assert int(after["frames_dropped"]) > int(before["frames_dropped"])
-    assert int(after["frames_idle"]) == 0
+    assert int(after["frames_idle"]) == int(before["frames_idle"])  # every burst frame had subscribers
 
 
 def test_invalid_parameters_and_missing_model_refused_at_start_up(tmp_path):
