@@ -90,7 +90,7 @@ PARAMETERS = (
     Param("model_path", "", "Checkpoint (.safetensors) to run; empty: the shipped student"),
     Param("device", "auto", "Inference device; auto picks CUDA when present", choices=DEVICES),
     Param("precision", "fp32", "Inference precision; fp16 needs CUDA", choices=PRECISIONS),
-    Param("backend", "torch", "Inference runtime", choices=BACKENDS),
+    Param("backend", "auto", "Inference runtime: auto is ONNX Runtime on the CPU, PyTorch on CUDA", choices=BACKENDS),
     Param("num_threads", 0, "CPU threads for inference; 0: the runtime's default", limits=(0, 256)),
     Param("input_transport", "raw", "raw: subscribe 'image'; compressed: 'image/compressed'", ("raw", "compressed")),
     Param("qos_reliability", "best_effort", "Reliability of the input and outputs", ("best_effort", "reliable")),

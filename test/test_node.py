@@ -22,7 +22,7 @@ from std_msgs.msg import Header
 
 from road_seg_ros.engine import SegmentationEngine
 from road_seg_ros.image_conversion import array_to_image, image_to_array, rgb_to_compressed, rgb_to_image
-from road_seg_ros.node import PARAMETERS
+from road_seg_ros.node import PARAMETERS, PARAMETERS_BY_NAME
 
 TIMING_KEYS = {"decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "publish_ms", "total_ms", "age_ms"}
 NODE_PARAMS = {"device": "cpu", "num_threads": 1, "min_fps": 0.0}
@@ -47,8 +47,10 @@ def same_header(header: Header):
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
-    # One thread, as the node runs it (NODE_PARAMS), so both compute bit-identical logits.
-    return SegmentationEngine(tiny_checkpoint, device="cpu", num_threads=1)
+    # One thread and the default backend, as the node runs it (NODE_PARAMS), so both compute bit-identical logits.
+    return SegmentationEngine(
+        tiny_checkpoint, device="cpu", num_threads=1, backend=PARAMETERS_BY_NAME["backend"].default
+    )
 
 
 @pytest.fixture(scope="module")

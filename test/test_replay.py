@@ -15,8 +15,10 @@ from road_seg_ros import bags
 from road_seg_ros.bags import write_camera_bag
 from road_seg_ros.engine import SegmentationEngine
 from road_seg_ros.evaluate import evaluate_frames
-from road_seg_ros.node import PARAMS_FILE_NAME, config_file
+from road_seg_ros.node import PARAMETERS_BY_NAME, PARAMS_FILE_NAME, config_file
 from road_seg_ros.replay import OUTPUT_TOPICS, ReplayError, main, node_command, run_replay
+
+NODE_BACKEND = PARAMETERS_BY_NAME["backend"].default  # the evaluator must run what the node runs
 
 FRAMES = 3
 REPORT_KEYS = {"frames_sent", "frames_received", "frames_dropped", "fps", "latency_ms", "miou", "per_class_iou"}
@@ -83,7 +85,7 @@ def test_live_replay_gives_one_output_per_frame_scored_like_the_evaluator(live_r
     assert (report["frames_sent"], report["frames_received"], report["frames_dropped"]) == (FRAMES, FRAMES, 0)
     assert sorted(labels) == stamps_of(bag)
 
-    engine = SegmentationEngine(tiny_checkpoint, device="cpu", num_threads=1)
+    engine = SegmentationEngine(tiny_checkpoint, device="cpu", num_threads=1, backend=NODE_BACKEND)
     images, truths = zip(*camvid_frames)
     confusion, _ = evaluate_frames(lambda rgb: engine.segment(rgb).labels, images, truths)
     expected = confusion.summary(engine.class_names)
