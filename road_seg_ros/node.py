@@ -390,9 +390,8 @@ def fast_executor(context=None) -> Executor:
         from rclpy.experimental import EventsExecutor
 
         return EventsExecutor(context=context)
-    except ImportError:
-        return SingleThreadedExecutor(context=context)
-    except io.UnsupportedOperation:  # it enables faulthandler, which needs a real stderr (not so under capsys)
+    # UnsupportedOperation: it enables faulthandler, which needs a real stderr (not so under capsys)
+    except (ImportError, io.UnsupportedOperation):
         return SingleThreadedExecutor(context=context)
 
 
