@@ -25,13 +25,13 @@ setup(
     extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
-            "road_seg_node = road_seg_ros.node:main",
-            "road-seg-train = road_seg_ros.train:main",
-            "road-seg-eval = road_seg_ros.evaluate:main",
-            "road-seg-make-bag = road_seg_ros.make_bag:main",
-            "road-seg-replay = road_seg_ros.replay:main",
-            "road-seg-bench = road_seg_ros.bench:main",
-            "road-seg-export = road_seg_ros.export:main",
+            "road_seg_node = road_seg_ros.ros.node:main",
+            "road-seg-train = road_seg_ros.training.train:main",
+            "road-seg-eval = road_seg_ros.training.evaluate:main",
+            "road-seg-export = road_seg_ros.training.export:main",
+            "road-seg-make-bag = road_seg_ros.tools.make_bag:main",
+            "road-seg-replay = road_seg_ros.tools.replay:main",
+            "road-seg-bench = road_seg_ros.tools.bench:main",
         ],
     },
 )

@@ -1,6 +1,6 @@
 """Starts road_seg_node with config/road_seg.yaml, the large-frame DDS profile and, optionally, RViz.
 
-ros2 launch road_seg_ros road_seg.launch.py input_topic:=/camera/image_raw device:=cuda rviz:=true
+ros2 launch road_seg_ros road_seg.launch.py image:=/camera/image_raw device:=cuda rviz:=true
 """
 
 import os
@@ -14,6 +14,7 @@ from launch_ros.actions import Node
 
 PACKAGE = "road_seg_ros"
 EXECUTABLE = "road_seg_node"
+NODE_NAME = "road_seg"
 PARAMS_FILE = "road_seg.yaml"
 RVIZ_CONFIG = "road_seg.rviz"
 DDS_PROFILE = "fastdds.xml"
@@ -21,7 +22,7 @@ DDS_PROFILE = "fastdds.xml"
 FASTDDS_2_DISTROS = ("humble", "iron", "jazzy")
 # Launch arguments named after node parameters: given a value, they override the params file.
 PARAMETER_ARGUMENTS = {
-    "input_transport": "raw (sensor_msgs/Image on input_topic) or compressed (input_topic/compressed)",
+    "input_transport": "raw (sensor_msgs/Image on image) or compressed (image/compressed)",
     "model_path": "checkpoint (.safetensors) to run",
     "device": "auto, cuda or cpu",
 }
@@ -31,7 +32,9 @@ def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     return LaunchDescription(
         [
-            DeclareLaunchArgument("input_topic", default_value="image", description="camera image topic"),
+            DeclareLaunchArgument("image", default_value="image", description="camera image topic"),
+            DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
+            DeclareLaunchArgument("node_name", default_value=NODE_NAME, description="name of the node"),
             DeclareLaunchArgument(
                 "params_file", default_value=os.path.join(share, "config", PARAMS_FILE), description="ROS params file"
             ),
@@ -63,12 +66,14 @@ def _dds_profile_variables(profile):
 def _start_node(context):
     """The node, with only the parameter arguments actually given overriding the params file."""
     overrides = {name: LaunchConfiguration(name).perform(context) for name in PARAMETER_ARGUMENTS}
-    topic = LaunchConfiguration("input_topic").perform(context)
+    topic = LaunchConfiguration("image").perform(context)
+    node_name = LaunchConfiguration("node_name").perform(context)
     return [
         Node(
             package=PACKAGE,
             executable=EXECUTABLE,
-            name="road_seg",
+            name=node_name,
+            namespace=LaunchConfiguration("namespace"),
             parameters=[LaunchConfiguration("params_file"), {k: v for k, v in overrides.items() if v}],
             remappings=[("image", topic), ("image/compressed", f"{topic}/compressed")],
             output="screen",

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from road_seg_ros.data import camvid_root, read_split  # noqa: E402
+from road_seg_ros.training.data import camvid_root, read_split  # noqa: E402
 
 
 def main():

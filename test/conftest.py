@@ -6,7 +6,6 @@ in the test process and inherited by every node the tests start.
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -15,15 +14,16 @@ import zlib
 from pathlib import Path
 
 import pytest
-import rclpy
 import torch
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 
-from road_seg_ros.checkpoint import ModelInfo, save_checkpoint
+from road_seg_ros.core.checkpoint import ModelInfo, save_checkpoint
+from road_seg_ros.core.engine import SegmentationEngine
+from road_seg_ros.core.options import EngineOptions
 from road_seg_ros.models import build_model
-from road_seg_ros.node import apply_dds_profile
+from road_seg_ros.ros import client
+from road_seg_ros.ros.runtime import apply_dds_profile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = REPO_ROOT / "config" / "road_seg.yaml"
@@ -73,17 +73,12 @@ class Inbox:
         return found
 
 
-class RosClient:
+class RosClient(client.RosClient):
     """The test process's own rclpy node, spinning in a background thread."""
 
     def __init__(self):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = rclpy.create_node(f"road_seg_test_{os.getpid()}", context=self.context)
-        self._executor = SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self._executor.spin, daemon=True)
-        self._spinner.start()
+        super().__init__("road_seg_test", executor_factory=SingleThreadedExecutor)
+        self.spin_in_background()
 
     def inbox(self, msg_type, topic: str, qos=qos_profile_sensor_data) -> Inbox:
         inbox = Inbox(topic)
@@ -94,23 +89,17 @@ class RosClient:
         return self.node.create_publisher(msg_type, topic, qos)
 
     def call(self, srv_type, service: str, request, timeout: float = 90.0):
-        client = self.node.create_client(srv_type, service)
+        service_client = self.node.create_client(srv_type, service)
         try:
-            assert client.wait_for_service(timeout_sec=timeout), f"service {service} did not appear"
-            future = client.call_async(request)
+            assert service_client.wait_for_service(timeout_sec=timeout), f"service {service} did not appear"
+            future = service_client.call_async(request)
             deadline = time.monotonic() + timeout
             while not future.done():
                 assert time.monotonic() < deadline, f"no response from {service} within {timeout:g} s"
                 time.sleep(0.01)
             return future.result()
         finally:
-            self.node.destroy_client(client)
-
-    def close(self) -> None:
-        self._executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._spinner.join(timeout=5.0)
+            self.node.destroy_client(service_client)
 
 
 def exchange(publisher, msg, inbox: Inbox, predicate, timeout: float = 90.0, period: float = 0.3):
@@ -134,19 +123,11 @@ def diagnostic_values(array, status_name: str) -> dict | None:
     return None
 
 
-class NodeProcess:
+class NodeProcess(client.NodeProcess):
     """road_seg_node started through its console entry point with config/road_seg.yaml and overrides."""
 
     def __init__(self, log_path: Path, namespace: str = "", **params):
-        command = [str(NODE_EXECUTABLE), "--ros-args", "--params-file", str(PARAMS_FILE)]
-        if namespace:
-            command += ["-r", f"__ns:={namespace}"]
-        for name, value in params.items():
-            command += ["-p", f"{name}:={value}"]
-        self.namespace = namespace
-        self.log_path = log_path
-        with open(log_path, "w") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        super().__init__(log_path, PARAMS_FILE, params, namespace, executable=[str(NODE_EXECUTABLE)])
 
     def topic(self, name: str) -> str:
         """A node-private topic (label, color, ...) or, with a leading '../', one in the node's namespace."""
@@ -158,21 +139,11 @@ class NodeProcess:
     def status_name(self) -> str:
         return f"{self.namespace}/road_seg: segmentation"
 
-    def output(self) -> str:
-        return self.log_path.read_text()
-
     def wait(self, timeout: float = 60.0) -> int:
         try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            return super().wait(timeout)
+        except TimeoutError:
             raise AssertionError(f"road_seg_node did not exit within {timeout:g} s:\n{self.output()}") from None
-
-    def stop(self, sig=signal.SIGINT, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.wait(timeout)
 
 
 @pytest.fixture(scope="session")
@@ -209,10 +180,16 @@ def start_node(tmp_path_factory):
         node.wait()
 
 
+def cpu_engine(checkpoint, **options) -> SegmentationEngine:
+    """An engine on the CPU with one thread and otherwise the node's defaults (backend included): the labels
+    the node computes with NODE_PARAMS, bit for bit."""
+    return SegmentationEngine(EngineOptions(checkpoint=str(checkpoint), device="cpu", num_threads=1, **options))
+
+
 def camvid_drive_frames(drive: str, count: int):
     """The first ``count`` (rgb, label) frames of a CamVid test drive; skips the test if CamVid is absent."""
-    from road_seg_ros.data import DataError, load_label, load_rgb
-    from road_seg_ros.make_bag import drive_samples
+    from road_seg_ros.tools.make_bag import drive_samples
+    from road_seg_ros.training.data import DataError, load_label, load_rgb
 
     try:
         samples = drive_samples(None, "test", drive, limit=count)

@@ -1,0 +1,1 @@
+"""The segmentation engine and what it needs: checkpoints, backends, options, the image codec. No ROS here."""

@@ -1,0 +1,48 @@
+"""Command-line pieces every tool shares: the engine's flags, and the one-line exit on a bad input."""
+
+import argparse
+import sys
+
+from .backends import BACKENDS
+from .options import DEFAULTS, DEVICES, PRECISIONS, EngineOptions
+
+# flag -> (EngineOptions field, help, argparse options)
+ENGINE_FLAGS = {
+    "checkpoint": ("checkpoint", "model (.safetensors)", {"metavar": "CKPT"}),
+    "device": ("device", "inference device", {"choices": DEVICES}),
+    "precision": ("precision", "inference precision", {"choices": PRECISIONS}),
+    "backend": ("backend", "inference runtime; auto: the fastest installed", {"choices": BACKENDS}),
+    "threads": ("num_threads", "CPU threads for inference; 0: the runtime's", {"type": int, "metavar": "N"}),
+}
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, defaults: EngineOptions | None = DEFAULTS, flags=None):
+    """--checkpoint, --device, --precision, --backend, --threads (or those in ``flags``), with the node's defaults.
+
+    ``defaults`` None leaves them unset, for tools whose defaults come from a params file.
+    """
+    for flag in flags or ENGINE_FLAGS:
+        field, text, options = ENGINE_FLAGS[flag]
+        if defaults is None:
+            value, shown = None, "the params file's"
+        elif field == "checkpoint":
+            value, shown = None, "the shipped student"
+        else:
+            value = shown = getattr(defaults, field)
+        parser.add_argument(f"--{flag}", default=value, help=f"{text} (default: {shown})", **options)
+
+
+def given_engine_flags(args) -> dict:
+    """The engine flags set on the command line, as EngineOptions fields."""
+    given = {field: getattr(args, flag, None) for flag, (field, _, _) in ENGINE_FLAGS.items()}
+    return {field: value for field, value in given.items() if value is not None}
+
+
+def engine_options(args, base: EngineOptions = DEFAULTS) -> EngineOptions:
+    """``base`` with the engine flags the user gave."""
+    return base.with_changes(**given_engine_flags(args))
+
+
+def exit_with(prog: str, error) -> None:
+    """Exits with status 1 and one line, ``prog: reason``, on stderr."""
+    sys.exit(f"{prog}: {' '.join(str(error).split())}")

@@ -1,0 +1,183 @@
+"""The one image codec: camera message fields or compressed bytes <-> numpy, for the node and the bag tools alike.
+
+Decoding always yields an H x W x 3 uint8 RGB array, the engine's input.
+Raw images are read from any object with sensor_msgs/Image's fields
+(``height``, ``width``, ``encoding``, ``step``, ``data``, ``is_bigendian``):
+rclpy messages and rosbags messages both are. Every problem raises
+``ImageError`` (a ValueError) whose ``reason`` is a short key the node counts
+frames by and whose message names the problem precisely.
+"""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Reasons a frame is rejected; the node's diagnostics count frames by these keys.
+UNSUPPORTED_ENCODING = "unsupported_encoding"
+SHORT_DATA = "short_data"
+ZERO_SIZE = "zero_size"
+CORRUPT_COMPRESSED = "corrupt_compressed"
+OVERSIZE = "oversize"
+REJECT_REASONS = (UNSUPPORTED_ENCODING, SHORT_DATA, ZERO_SIZE, CORRUPT_COMPRESSED, OVERSIZE)
+
+COMPRESSED_FORMATS = ("jpeg", "png")
+JPEG_QUALITY = 90
+_MAGIC = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
+
+
+class ImageError(ValueError):
+    """Data that cannot be turned into a frame; ``reason`` is one of REJECT_REASONS."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Encoding:
+    channels: int
+    bytes_per_channel: int
+    to_rgb: int | None  # cv2 colour conversion code; None when the channels are already RGB
+    from_rgb: int | None = None  # the conversion that writes this encoding from RGB (8-bit ones we publish)
+
+
+ENCODINGS = {
+    "rgb8": Encoding(3, 1, None),
+    "bgr8": Encoding(3, 1, cv2.COLOR_BGR2RGB, cv2.COLOR_RGB2BGR),
+    "rgba8": Encoding(4, 1, cv2.COLOR_RGBA2RGB),
+    "bgra8": Encoding(4, 1, cv2.COLOR_BGRA2RGB),
+    "mono8": Encoding(1, 1, cv2.COLOR_GRAY2RGB, cv2.COLOR_RGB2GRAY),
+    "8UC1": Encoding(1, 1, cv2.COLOR_GRAY2RGB),
+    "8UC3": Encoding(3, 1, cv2.COLOR_BGR2RGB),  # OpenCV's own images are BGR
+    "rgb16": Encoding(3, 2, None),
+    "bgr16": Encoding(3, 2, cv2.COLOR_BGR2RGB),
+    "rgba16": Encoding(4, 2, cv2.COLOR_RGBA2RGB),
+    "bgra16": Encoding(4, 2, cv2.COLOR_BGRA2RGB),
+    "mono16": Encoding(1, 2, cv2.COLOR_GRAY2RGB),
+}
+SUPPORTED_ENCODINGS = tuple(ENCODINGS)
+WRITABLE_ENCODINGS = ("rgb8", "bgr8", "mono8")  # what a camera frame is written as, from RGB
+
+
+# --------------------------------------------------------------------------- raw images
+
+
+def raw_to_rgb(image, max_pixels: int = 0) -> np.ndarray:
+    """A raw image's fields -> H x W x 3 uint8 RGB; a view of its data when it is unpadded rgb8.
+
+    ``max_pixels`` (0: no limit) rejects larger frames before any conversion work.
+    """
+    pixels = stored_pixels(image, max_pixels)
+    to_rgb = ENCODINGS[image.encoding].to_rgb
+    return pixels if to_rgb is None else cv2.cvtColor(pixels, to_rgb)
+
+
+def raw_to_array(image) -> np.ndarray:
+    """The pixels as stored, 8 bits per channel: H x W for one channel (class ids), else H x W x channels."""
+    pixels = stored_pixels(image)
+    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
+
+
+def stored_pixels(image, max_pixels: int = 0) -> np.ndarray:
+    """H x W x channels uint8 in the image's channel order, without row padding; a view where possible."""
+    check_size(image.width, image.height, max_pixels, image.encoding)
+    height, width, encoding = image.height, image.width, image.encoding
+    spec = ENCODINGS.get(encoding)
+    if spec is None:
+        raise ImageError(
+            UNSUPPORTED_ENCODING, f"unsupported encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})"
+        )
+    row_bytes = width * spec.channels * spec.bytes_per_channel
+    if image.step < row_bytes:
+        raise ImageError(
+            SHORT_DATA, f"step {image.step} is smaller than one {width}-pixel {encoding} row ({row_bytes} B)"
+        )
+    needed = image.step * height
+    data = np.frombuffer(image.data, dtype=np.uint8)
+    if data.size < needed:
+        raise ImageError(
+            SHORT_DATA,
+            f"{encoding} image {width}x{height} has {data.size} B of data, shorter than step*height "
+            f"= {image.step}*{height} = {needed} B",
+        )
+    rows = data[:needed].reshape(height, image.step)[:, :row_bytes]
+    if spec.bytes_per_channel == 2:
+        rows = _to_8bit(rows, big_endian=bool(image.is_bigendian))
+    return rows.reshape(height, width, spec.channels)
+
+
+def from_rgb(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """H x W x 3 RGB -> the pixels of ``encoding`` (rgb8, bgr8 or mono8), as cameras publish them."""
+    if encoding not in WRITABLE_ENCODINGS:
+        raise ValueError(f"frames are written as one of {', '.join(WRITABLE_ENCODINGS)}, not {encoding!r}")
+    conversion = ENCODINGS[encoding].from_rgb
+    return rgb if conversion is None else cv2.cvtColor(rgb, conversion)
+
+
+def check_size(width: int, height: int, max_pixels: int = 0, what: str = "") -> None:
+    """Raises ImageError for an empty image, or one with more than ``max_pixels`` pixels (0: no limit)."""
+    if height == 0 or width == 0:
+        raise ImageError(ZERO_SIZE, f"zero-sized image: {width}x{height}" + (f" ({what})" if what else ""))
+    if max_pixels and width * height > max_pixels:
+        raise ImageError(
+            OVERSIZE, f"image {width}x{height} has {width * height} pixels, over max_input_pixels {max_pixels}"
+        )
+
+
+def _to_8bit(rows: np.ndarray, big_endian: bool) -> np.ndarray:
+    """16-bit channels (in the message's byte order) -> their high bytes."""
+    height = rows.shape[0]
+    wide = np.ascontiguousarray(rows).view(">u2" if big_endian else "<u2").reshape(height, -1)
+    return (wide >> 8).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- compressed images
+
+
+def compressed_kind(data) -> str | None:
+    """jpeg or png from the data's magic bytes (a CompressedImage's format string is free text)."""
+    head = bytes(data[:8])
+    return next((kind for kind, magic in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def compressed_to_rgb(data, fmt: str = "", max_pixels: int = 0) -> np.ndarray:
+    """JPEG or PNG bytes -> H x W x 3 uint8 RGB; ``fmt`` (the message's format string) only names it in errors."""
+    array = np.frombuffer(data, dtype=np.uint8)
+    if array.size == 0:
+        raise ImageError(ZERO_SIZE, f"compressed image ({fmt or 'no format'}) has no data")
+    kind = compressed_kind(array)
+    if kind is None:
+        raise ImageError(
+            UNSUPPORTED_ENCODING,
+            f"unsupported compressed format {fmt!r}: the data is not jpeg or png (first bytes {array[:4].tobytes()!r})",
+        )
+    bgr = cv2.imdecode(array, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageError(CORRUPT_COMPRESSED, f"corrupt {kind}: {array.size} B could not be decoded")
+    check_size(bgr.shape[1], bgr.shape[0], max_pixels)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def compressed_to_labels(data) -> np.ndarray:
+    """A lossless single-channel 8-bit PNG (class ids) -> H x W uint8."""
+    labels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if labels is None or labels.ndim != 2 or labels.dtype != np.uint8:
+        raise ImageError(CORRUPT_COMPRESSED, "class ids must be a single-channel 8-bit png")
+    return labels
+
+
+def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", jpeg_quality: int = JPEG_QUALITY) -> np.ndarray:
+    """H x W x 3 RGB -> JPEG or PNG bytes (as a uint8 array), the way image_transport's compressed plugin sends."""
+    if fmt not in COMPRESSED_FORMATS:
+        raise ValueError(f"compressed format must be one of {', '.join(COMPRESSED_FORMATS)}, got {fmt!r}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape} frame as {fmt}")
+    return encoded.ravel()
+
+
+def compressed_format_string(fmt: str) -> str:
+    """The format field image_transport's compressed plugin writes for a colour frame."""
+    return f"rgb8; {fmt} compressed bgr8"

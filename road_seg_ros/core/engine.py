@@ -1,0 +1,123 @@
+"""The segmentation engine: RGB frame in, class-id image out. Knows nothing of ROS.
+
+The node, the evaluator, the bag replay and the benchmark all call
+``SegmentationEngine.segment``; its stage timings are the ones every front
+end reports.
+
+Per frame the engine does one resize, one normalisation, one forward pass
+with its argmax, and one nearest-neighbour resize of the labels back to the
+frame's size, plus the class colours and the overlay when asked for:
+
+- on the CPU with OpenCV and numpy into reused buffers, then the backend's
+  host runner (``HostPipeline``);
+- on a CUDA GPU entirely on the device (``DevicePipeline``): the uint8 frame
+  goes up through pinned memory, and only uint8 results come back.
+"""
+
+import cv2
+import numpy as np
+import torch
+
+from ..models import fuse_conv_bn
+from .backends import RunnerSetup, resolve_backend, resolve_device
+from .checkpoint import load_checkpoint
+from .device_pipeline import DevicePipeline
+from .frames import check_frame
+from .host_pipeline import HostPipeline
+from .labels import color_table
+from .options import DEFAULTS, EngineError, EngineOptions
+from .result import Segmentation
+
+MIN_INPUT_SIDE = 32
+
+
+class SegmentationEngine:
+    """Loads a checkpoint once and segments frames of any size.
+
+    Frames are resized to the model's input size (the size it was trained
+    at), segmented, and the labels resized back with nearest-neighbour, so
+    class ids are never blended. Not thread-safe: buffers are reused across
+    frames.
+    """
+
+    def __init__(self, options: EngineOptions = DEFAULTS):
+        self.checkpoint = options.checkpoint_path()
+        model, info = load_checkpoint(self.checkpoint)
+        self._setup(model, info, self.checkpoint.name, options)
+
+    @classmethod
+    def from_model(cls, model, info, name: str, options: EngineOptions = DEFAULTS) -> "SegmentationEngine":
+        """An engine around a network in memory (eval mode, returning {"out": logits}); ``info``: a ModelInfo."""
+        engine = cls.__new__(cls)
+        engine.checkpoint = None
+        engine._setup(model, info, name, options)
+        return engine
+
+    def _setup(self, model, info, name, options: EngineOptions):
+        self.options = options
+        self.device = resolve_device(options.device, options.backend)
+        backend = resolve_backend(options.backend, self.device, options.precision)
+        self.backend = backend.name
+        self.precision = options.precision
+        if options.num_threads:
+            torch.set_num_threads(options.num_threads)
+        self.info = info
+        self.model_name = name
+        self.input_size = tuple(options.input_size or info.input_size)
+        if len(self.input_size) != 2 or min(self.input_size) < MIN_INPUT_SIDE:
+            raise EngineError(
+                f"input_size must be [height, width] of at least {MIN_INPUT_SIDE}, got {list(self.input_size)}"
+            )
+        self.color_table = color_table(info.class_colors)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # the input size is fixed: autotune once, at warm-up
+        setup = RunnerSetup(self.input_size, self.device, options.precision, options.num_threads)
+        runner = backend.make_runner(fuse_conv_bn(model.eval()), setup)
+        # The PyTorch network the runner holds (on its device), else the folded fp32 one: for TTA and FLOP counts.
+        self.model = runner.net.net if hasattr(runner, "net") else model
+        if runner.on_device:
+            self._pipeline = DevicePipeline(
+                runner, self.input_size, info.mean, info.std, self.color_table, options.cuda_graphs
+            )
+        else:
+            self._pipeline = HostPipeline(runner, self.input_size, info.mean, info.std, self.color_table)
+
+    @property
+    def class_names(self):
+        return list(self.info.class_names)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float16 if self.precision == "fp16" else torch.float32
+
+    def segment(self, rgb: np.ndarray, with_color=False, with_overlay=False, overlay_alpha=0.5) -> Segmentation:
+        """Segments one H x W x 3 uint8 RGB frame; colours and overlay come from the same pass when asked for.
+
+        ``overlay_alpha`` is the colours' weight in the overlay.
+        """
+        check_frame(rgb)
+        if not 0.0 <= overlay_alpha <= 1.0:
+            raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
+        return self._pipeline.run(rgb, with_color, with_overlay, float(overlay_alpha))
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """The normalised 1 x 3 x H x W batch ``self.model`` takes; a view of a buffer the next frame reuses."""
+        check_frame(rgb)
+        return self._pipeline.preprocess_tensor(rgb)
+
+    def inference_step(self, rgb: np.ndarray):
+        """A function running only the inference stage (forward and argmax) on ``rgb``, preprocessed once.
+
+        For measuring the model alone; it waits for the device, so each call is one frame's inference.
+        """
+        check_frame(rgb)
+        return self._pipeline.inference_step(rgb)
+
+    def colorize(self, labels: np.ndarray) -> np.ndarray:
+        """Class ids -> H x W x 3 RGB with the checkpoint's class colours."""
+        return np.take(self.color_table, labels, axis=0)
+
+    def overlay(self, rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5, color=None) -> np.ndarray:
+        """Blends the class colours over the frame; ``alpha`` is the colours' weight."""
+        color = self.colorize(labels) if color is None else color
+        return cv2.addWeighted(rgb, 1.0 - alpha, color, alpha, 0.0)

@@ -1,0 +1,60 @@
+"""Engine options: the one dataclass every front end builds an engine from, with the node's defaults.
+
+The node's parameters, ``road-seg-eval``, ``road-seg-replay --offline`` and
+``road-seg-bench`` all fill an ``EngineOptions``; the choices for device and
+precision live here, those for the backend in the backend registry.
+"""
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .resources import shipped_or_default
+
+DEVICES = ("auto", "cuda", "cpu")
+PRECISIONS = ("fp32", "fp16")
+DEFAULT_CHECKPOINT_NAME = "student.safetensors"
+# Node parameter -> EngineOptions field, for the settings that describe the engine.
+NODE_PARAMETERS = {
+    "model_path": "checkpoint",
+    "device": "device",
+    "precision": "precision",
+    "backend": "backend",
+    "num_threads": "num_threads",
+}
+
+
+class EngineError(RuntimeError):
+    """The engine cannot start as asked; the message is one line naming why."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    checkpoint: str = ""  # .safetensors to run; empty: the shipped student
+    device: str = "auto"  # auto picks CUDA when present (and the backend runs there)
+    precision: str = "fp32"
+    # auto: the fastest runtime installed for the device (see backends.AUTO_ORDER)
+    backend: str = "auto"
+    num_threads: int = 0  # CPU threads for inference; 0: the runtime's default
+    input_size: tuple | None = None  # (height, width) the model runs at; None: the checkpoint's
+    cuda_graphs: bool = True
+
+    def checkpoint_path(self) -> Path:
+        return Path(self.checkpoint) if self.checkpoint else default_checkpoint()
+
+    def with_changes(self, **changes) -> "EngineOptions":
+        """A copy with the given fields changed; None values are ignored (an unset CLI flag)."""
+        return replace(self, **{name: value for name, value in changes.items() if value is not None})
+
+    @classmethod
+    def from_parameters(cls, values: dict) -> "EngineOptions":
+        """Options from the node's parameter values (model_path, device, ...); other keys are ignored."""
+        return cls().with_changes(**{field: values.get(name) for name, field in NODE_PARAMETERS.items()})
+
+
+DEFAULTS = EngineOptions()
+OPTION_FIELDS = tuple(field.name for field in fields(EngineOptions))
+
+
+def default_checkpoint() -> Path:
+    """The shipped student: models/ in a source checkout, else the installed package share."""
+    return shipped_or_default("models", DEFAULT_CHECKPOINT_NAME)

@@ -1,0 +1,29 @@
+"""The model's input normalisation and resize choice, shared by the host and device pipelines and by training."""
+
+import numpy as np
+import torch
+
+
+def normalisation(mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, offset)`` per RGB channel so that ``uint8 * scale + offset`` is the normalised input."""
+    scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float64))
+    offset = -np.asarray(mean, dtype=np.float64) / np.asarray(std, dtype=np.float64)
+    return scale.astype(np.float32), offset.astype(np.float32)
+
+
+class Normalize(torch.nn.Module):
+    """uint8 (or whole-level float) N x 3 x H x W on any device -> the normalised float batch, channels_last."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        scale, offset = normalisation(mean, std)
+        self.register_buffer("scale", torch.from_numpy(scale).view(1, 3, 1, 1))
+        self.register_buffer("offset", torch.from_numpy(offset).view(1, 3, 1, 1))
+
+    def forward(self, images):
+        return (images.float() * self.scale + self.offset).contiguous(memory_format=torch.channels_last)
+
+
+def is_shrinking(frame_size, target_size) -> bool:
+    """True when no side grows: area averaging then, bilinear interpolation otherwise."""
+    return target_size[0] <= frame_size[0] and target_size[1] <= frame_size[1]

@@ -1,0 +1,107 @@
+"""Frame counts and latencies, and the diagnostic_msgs the node publishes from them."""
+
+import math
+import threading
+import time
+from collections import Counter, deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from ..core.codec import REJECT_REASONS as IMAGE_REJECT_REASONS
+
+LATENCY_WINDOW = 200  # frames behind the latency percentiles
+PERCENTILES = (50, 90, 95, 99)
+INFERENCE_ERROR = "inference_error"
+REJECT_REASONS = (*IMAGE_REJECT_REASONS, INFERENCE_ERROR)
+
+
+class FrameStats:
+    """Frame counts since start and over the current diagnostics window, and recent latencies."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.totals = Counter()
+        self.rejected = Counter()
+        self._window = Counter()
+        self._window_start = time.monotonic()
+        self._latencies_ms = deque(maxlen=LATENCY_WINDOW)
+
+    def count(self, event: str, reason: str = "") -> int:
+        """Counts ``event`` (received, dropped, idle, rejected); returns the total for ``reason`` if given."""
+        with self._lock:
+            self.totals[event] += 1
+            self._window[event] += 1
+            if reason:
+                self.rejected[reason] += 1
+            return self.rejected[reason] if reason else self.totals[event]
+
+    def published(self, latency_ms: float) -> None:
+        with self._lock:
+            self.totals["published"] += 1
+            self._window["published"] += 1
+            self._latencies_ms.append(latency_ms)
+
+    def take_window(self) -> tuple[Counter, float, list]:
+        """The window's counts, its length in seconds and the recent latencies; starts a new window."""
+        with self._lock:
+            now = time.monotonic()
+            window, seconds = self._window, max(now - self._window_start, 1e-6)
+            self._window, self._window_start = Counter(), now
+            return window, seconds, list(self._latencies_ms)
+
+
+def health(window: Counter, fps_out: float, min_fps: float, input_topic: str) -> tuple[bytes, str]:
+    """The level and message of the node's status for one window of counts."""
+    if not window["received"]:
+        return DiagnosticStatus.OK, f"no images on {input_topic} in the last second"
+    if window["idle"] == window["received"]:
+        return DiagnosticStatus.OK, "idle: no subscribers to any output"
+    problems = []
+    if fps_out < min_fps:
+        problems.append(f"output {fps_out:.1f} fps is below min_fps {min_fps:g}")
+    if window["dropped"]:
+        problems.append(f"dropped {window['dropped']} frames: inference is slower than the input")
+    if window["rejected"]:
+        problems.append(f"rejected {window['rejected']} bad frames")
+    if problems:
+        return DiagnosticStatus.WARN, "; ".join(problems)
+    return DiagnosticStatus.OK, f"{fps_out:.1f} fps"
+
+
+def summary_values(stats: FrameStats, window: Counter, seconds: float, latencies: list) -> dict:
+    """FPS in and out, latency percentiles and the frame counters, as the status's key/values."""
+    percentiles = np.percentile(latencies, PERCENTILES) if latencies else [math.nan] * len(PERCENTILES)
+    totals = stats.totals
+    return {
+        "fps_in": f"{window['received'] / seconds:.2f}",
+        "fps_out": f"{window['published'] / seconds:.2f}",
+        **{f"latency_p{p}_ms": f"{v:.2f}" for p, v in zip(PERCENTILES, percentiles)},
+        "frames_in": totals["received"],
+        "frames_out": totals["published"],
+        "frames_dropped": totals["dropped"],
+        "frames_rejected": totals["rejected"],
+        "frames_idle": totals["idle"],
+        **{f"rejected_{reason}": stats.rejected[reason] for reason in REJECT_REASONS},
+    }
+
+
+def status_array(level, name: str, message: str, hardware_id: str, values: dict, header=None) -> DiagnosticArray:
+    """A DiagnosticArray of one status whose values are ``values`` (stringified)."""
+    status = DiagnosticStatus(
+        level=level,
+        name=name,
+        message=message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=key, value=str(value)) for key, value in values.items()],
+    )
+    array = DiagnosticArray(status=[status])
+    if header is not None:
+        array.header = header
+    return array
+
+
+def timing_values(timings_ms: dict, age_ms: float, outputs: list) -> dict:
+    """One frame's stage times (``<stage>_ms``), its age against the clock, and the outputs it got."""
+    values = {f"{stage}_ms": f"{ms:.3f}" for stage, ms in timings_ms.items()}
+    return {**values, "age_ms": f"{age_ms:.3f}", "outputs": ",".join(outputs)}

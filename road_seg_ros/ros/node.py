@@ -1,0 +1,251 @@
+"""The live segmentation node: camera frames in, class ids, colours, overlay and timing out.
+
+The subscription callback only stores the newest frame; a worker thread runs
+the engine on it, so inference never blocks receiving and a slow model drops
+stale frames (counted) instead of building a backlog. Everything else here is
+parameters, message plumbing and diagnostics: the engine does the work.
+"""
+
+import math
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+
+from ..core.checkpoint import CheckpointError
+from ..core.engine import SegmentationEngine
+from ..core.frames import stamp_ns
+from ..core.options import EngineError, EngineOptions
+from . import diagnostics
+from .image_conversion import ImageError, array_to_image, compressed_to_rgb, image_to_rgb
+from .params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME
+from .runtime import apply_dds_profile, fast_executor
+
+DIAGNOSTICS_PERIOD_S = 1.0
+STOP_CHECK_PERIOD_S = 0.1  # how soon Ctrl-C or SIGTERM is acted on
+REJECT_LOG_PERIOD_S = 10.0  # a bad stream logs each reason once, then at most this often
+
+
+def _image_outputs(segmentation, wanted) -> dict:
+    """The image outputs somebody subscribes to, as (pixels, encoding)."""
+    images = {"label": (segmentation.labels, "mono8")}
+    if segmentation.color is not None:
+        images["color"] = (segmentation.color, "rgb8")
+    if segmentation.overlay is not None:
+        images["overlay"] = (segmentation.overlay, "rgb8")
+    return {name: image for name, image in images.items() if name in wanted}
+
+
+class LatestFrame:
+    """A one-frame mailbox: a new frame replaces the one the worker has not taken yet."""
+
+    def __init__(self):
+        self._ready = threading.Condition()
+        self._frame = None
+        self._closed = False
+
+    def put(self, frame) -> bool:
+        """Stores ``frame``; True when it overwrote an untaken one."""
+        with self._ready:
+            overwritten = self._frame is not None
+            self._frame = frame
+            self._ready.notify()
+        return overwritten
+
+    def take(self):
+        """Waits for a frame; None once closed."""
+        with self._ready:
+            while self._frame is None and not self._closed:
+                self._ready.wait()
+            frame, self._frame = self._frame, None
+        return None if self._closed else frame
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+
+class RoadSegNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        # Registered first so start-up values go through the same checks as set_parameters.
+        self.add_on_set_parameters_callback(self._check_parameters)
+        for param in PARAMETERS:
+            self.declare_parameter(param.name, param.default, param.descriptor())
+        self.engine = SegmentationEngine(EngineOptions.from_parameters(self._values()))
+        self.engine.segment(np.zeros((*self.engine.input_size, 3), np.uint8))  # warm-up off the first frame's clock
+        qos = self._qos()
+        compressed = self._param("input_transport") == "compressed"
+        self._decode = compressed_to_rgb if compressed else image_to_rgb
+        self._outputs = {
+            "label": self.create_publisher(Image, "~/label", qos),
+            "color": self.create_publisher(Image, "~/color", qos),
+            "overlay": self.create_publisher(Image, "~/overlay", qos),
+            "timing": self.create_publisher(DiagnosticArray, "~/timing", qos),
+        }
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._input = self.create_subscription(
+            CompressedImage if compressed else Image, "image/compressed" if compressed else "image", self._receive, qos
+        )
+        self._latest = LatestFrame()
+        self._stats = diagnostics.FrameStats()
+        self._last_reject_log = {}
+        self._worker = threading.Thread(target=self._work, name="road_seg_inference", daemon=True)
+        self._worker.start()
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        engine = self.engine
+        self.get_logger().info(
+            f"ready: {engine.model_name} on {engine.device} ({engine.precision}, {engine.backend}), "
+            f"input {self._input.topic_name} ({self._param('qos_reliability')}, depth {self._param('qos_depth')})"
+        )
+
+    def close(self) -> None:
+        """Stops the worker after the frame it is on."""
+        self._latest.close()
+        self._worker.join(timeout=30.0)
+
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    def _values(self) -> dict:
+        return {param.name: self._param(param.name) for param in PARAMETERS}
+
+    def _qos(self) -> QoSProfile:
+        reliable = self._param("qos_reliability") == "reliable"
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=self._param("qos_depth"),
+            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+            durability=DurabilityPolicy.VOLATILE,
+        )
+
+    def _check_parameters(self, parameters) -> SetParametersResult:
+        for parameter in parameters:
+            param = PARAMETERS_BY_NAME.get(parameter.name)
+            if param and param.choices and parameter.value not in param.choices:
+                reason = f"{param.name} must be one of {', '.join(param.choices)}, got {parameter.value!r}"
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _receive(self, msg) -> None:
+        self._stats.count("received")
+        if self._latest.put((msg, time.monotonic())):
+            self._stats.count("dropped")
+
+    def _work(self) -> None:
+        while (frame := self._latest.take()) is not None:
+            self._process(*frame)
+
+    def _process(self, msg, received_at: float) -> None:
+        wanted = {name for name, publisher in self._outputs.items() if publisher.get_subscription_count()}
+        if not wanted:
+            self._stats.count("idle")
+            return
+        started = time.perf_counter()
+        try:
+            rgb = self._decode(msg, max_pixels=self._param("max_input_pixels"))
+            decoded = time.perf_counter()
+            segmentation = self.engine.segment(
+                rgb,
+                with_color="color" in wanted,
+                with_overlay="overlay" in wanted,
+                overlay_alpha=self._param("overlay_alpha"),
+            )  # colour and overlay come from the engine's own pass: on the GPU when it runs there
+        except ImageError as error:
+            self._reject(error.reason, str(error))
+            return
+        except RuntimeError as error:  # e.g. CUDA out of memory: skip the frame, keep serving
+            self._reject(diagnostics.INFERENCE_ERROR, str(error).splitlines()[0])
+            return
+        timings = {"decode": (decoded - started) * 1000.0, **segmentation.timings_ms}
+        timings.pop("total", None)  # the node's total below spans decode to publish
+        images = _image_outputs(segmentation, wanted)
+        publishing = time.perf_counter()
+        for name, (pixels, encoding) in images.items():
+            self._outputs[name].publish(array_to_image(pixels, encoding, msg.header))
+        done = time.perf_counter()
+        timings["publish"] = (done - publishing) * 1000.0
+        timings["total"] = (done - started) * 1000.0
+        timings["queue"] = (started - received_at) * 1000.0
+        if "timing" in wanted:
+            self._outputs["timing"].publish(self._timing_message(msg.header, timings, sorted(images)))
+        self._stats.published((done - received_at) * 1000.0)
+
+    def _timing_message(self, header, timings: dict, outputs: list) -> DiagnosticArray:
+        stamp = stamp_ns(header)
+        age_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6 if stamp else math.nan
+        return diagnostics.status_array(
+            DiagnosticStatus.OK,
+            f"{self.get_fully_qualified_name()}: frame timing",
+            f"frame {header.frame_id}",
+            str(self.engine.device),
+            diagnostics.timing_values(timings, age_ms, outputs),
+            header,
+        )
+
+    def _reject(self, reason: str, message: str) -> None:
+        count = self._stats.count("rejected", reason)
+        now = time.monotonic()
+        if now - self._last_reject_log.get(reason, -math.inf) >= REJECT_LOG_PERIOD_S:
+            self._last_reject_log[reason] = now
+            self.get_logger().warning(f"frame skipped ({reason}, {count} so far): {message}")
+
+    def _publish_diagnostics(self) -> None:
+        window, seconds, latencies = self._stats.take_window()
+        level, message = diagnostics.health(
+            window, window["published"] / seconds, self._param("min_fps"), self._input.topic_name
+        )
+        values = {
+            **diagnostics.summary_values(self._stats, window, seconds, latencies),
+            "device": self.engine.device,
+            "precision": self.engine.precision,
+            "backend": self.engine.backend,
+            "model": self.engine.model_name,
+            "input_topic": self._input.topic_name,
+        }
+        array = diagnostics.status_array(
+            level, f"{self.get_fully_qualified_name()}: segmentation", message, str(self.engine.device), values
+        )
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)
+
+
+def main(args=None) -> int:
+    # Our own handlers only set a flag: rclpy's default raises KeyboardInterrupt wherever the main thread
+    # is, even inside converting a received message, which then surfaces as a traceback.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    apply_dds_profile()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        node = RoadSegNode()
+    except (ParameterException, EngineError, CheckpointError) as error:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
+        rclpy.try_shutdown()
+        return 1
+    executor = fast_executor()
+    executor.add_node(node)
+    try:
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=STOP_CHECK_PERIOD_S)
+    finally:
+        node.close()  # the worker finishes its frame while it can still publish
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

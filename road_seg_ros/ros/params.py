@@ -1,0 +1,63 @@
+"""The node's parameters: one table that builds every descriptor, with the engine's defaults."""
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from ..core.backends import BACKENDS
+from ..core.options import DEFAULTS, DEVICES, PRECISIONS
+from ..core.resources import NODE_NAME, PARAMS_FILE_NAME
+
+__all__ = ["NODE_NAME", "PARAMETERS", "PARAMETERS_BY_NAME", "PARAMS_FILE_NAME", "Param"]
+QOS_RELIABILITIES = ("best_effort", "reliable")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object
+    description: str
+    choices: tuple = ()
+    limits: tuple | None = None  # inclusive (low, high)
+    read_only: bool = True  # fixed at start-up; the others may change while running
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
+        if self.choices:
+            descriptor.additional_constraints = f"one of: {', '.join(self.choices)}"
+        if self.limits and isinstance(self.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(from_value=self.limits[0], to_value=self.limits[1])]
+        elif self.limits:
+            descriptor.integer_range = [IntegerRange(from_value=self.limits[0], to_value=self.limits[1], step=1)]
+        return descriptor
+
+
+# The one place parameter defaults live (the engine's from EngineOptions); config/road_seg.yaml repeats them.
+PARAMETERS = (
+    Param("model_path", DEFAULTS.checkpoint, "Checkpoint (.safetensors) to run; empty: the shipped student"),
+    Param("device", DEFAULTS.device, "Inference device; auto picks CUDA when present", choices=DEVICES),
+    Param("precision", DEFAULTS.precision, "Inference precision; fp16 needs CUDA", choices=PRECISIONS),
+    Param(
+        "backend",
+        DEFAULTS.backend,
+        "Inference runtime: auto is the fastest installed for the device",
+        choices=BACKENDS,
+    ),
+    Param("num_threads", DEFAULTS.num_threads, "CPU threads for inference; 0: the runtime's default", limits=(0, 256)),
+    Param("input_transport", "raw", "raw: subscribe 'image'; compressed: 'image/compressed'", ("raw", "compressed")),
+    Param("qos_reliability", "best_effort", "Reliability of the input and outputs", QOS_RELIABILITIES),
+    Param("qos_depth", 1, "History depth of the input and outputs", limits=(1, 100)),
+    Param("overlay_alpha", 0.5, "Weight of the class colours in ~/overlay", limits=(0.0, 1.0), read_only=False),
+    Param(
+        "max_input_pixels", 3840 * 2160, "Larger frames are rejected; 0: no limit", limits=(0, 10**9), read_only=False
+    ),
+    Param(
+        "min_fps",
+        5.0,
+        "/diagnostics warns when output is slower while input flows",
+        limits=(0.0, 1000.0),
+        read_only=False,
+    ),
+)
+PARAMETERS_BY_NAME = {param.name: param for param in PARAMETERS}
+DEFAULT_VALUES = {param.name: param.default for param in PARAMETERS}

@@ -1,0 +1,1 @@
+"""The offline pipeline: CamVid data, training and distillation, losses, metrics, evaluation, export."""

@@ -1,0 +1,182 @@
+"""The engine: every backend, precision and device path gives the fp32 PyTorch labels, and the extras are right."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from road_seg_ros.core.backends import TorchDeviceRunner
+from road_seg_ros.core.device_pipeline import DevicePipeline, FrameGeometry, frame_to_batch, nearest_indices
+from road_seg_ros.core.engine import SegmentationEngine
+from road_seg_ros.core.frames import synthetic_frames
+from road_seg_ros.core.options import EngineError, EngineOptions
+from road_seg_ros.core.preprocess import Normalize
+
+INPUT_SIZE = (96, 128)  # height, width: small, so each frame takes milliseconds
+MIN_AGREEMENT = 0.995
+# Frame sizes: the input size itself, integer and fractional shrinks, and a wider aspect (1280x720-like).
+SHRINK_SIZES = [INPUT_SIZE, (192, 256), (101, 139), (144, 256)]
+GROW_SIZES = [(64, 96), (80, 100)]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
+def engine(**options):
+    return SegmentationEngine(EngineOptions(**{"device": "cpu", "input_size": INPUT_SIZE, "num_threads": 1, **options}))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return engine(backend="torch")
+
+
+@pytest.fixture(scope="module")
+def onnx_engine():
+    return engine(backend="auto")
+
+
+def frames(sizes, seed=1):
+    return [synthetic_frames(size, count=1, seed=seed + index)[0] for index, size in enumerate(sizes)]
+
+
+def agreement(first: np.ndarray, second: np.ndarray) -> float:
+    assert first.shape == second.shape and first.dtype == second.dtype == np.uint8
+    return float((first == second).mean())
+
+
+def test_onnxruntime_gives_the_torch_labels(reference, onnx_engine):
+    for frame in frames(SHRINK_SIZES + GROW_SIZES):
+        assert agreement(onnx_engine.segment(frame).labels, reference.segment(frame).labels) >= MIN_AGREEMENT
+
+
+def test_auto_backend_is_onnxruntime_on_cpu(onnx_engine):
+    assert onnx_engine.backend == "onnxruntime"
+
+
+def test_device_pipeline_on_cpu_gives_the_host_labels_colours_and_overlay(reference):
+    """The GPU path's code, run eagerly on the CPU: same labels, and colours and overlay consistent with them."""
+    info = reference.info
+    runner = TorchDeviceRunner(reference.model, torch.device("cpu"), torch.float32)
+    pipeline = DevicePipeline(runner, INPUT_SIZE, info.mean, info.std, reference.color_table)
+    for frame in frames(SHRINK_SIZES):
+        result = pipeline.run(frame, with_color=True, with_overlay=True, alpha=0.4)
+        assert agreement(result.labels, reference.segment(frame).labels) >= MIN_AGREEMENT
+        np.testing.assert_array_equal(result.color, reference.colorize(result.labels))
+        np.testing.assert_array_equal(result.overlay, reference.overlay(frame, result.labels, alpha=0.4))
+        assert set(result.timings_ms) == {"preprocess", "inference", "postprocess", "total"}
+
+
+@pytest.mark.parametrize("frame_size", SHRINK_SIZES[1:] + GROW_SIZES)
+def test_device_resize_matches_opencv_within_one_level(frame_size):
+    frame = frames([frame_size])[0]
+    geometry = FrameGeometry(frame_size, INPUT_SIZE, "cpu")
+    identity = Normalize(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))
+    resized = frame_to_batch(torch.from_numpy(frame), geometry, identity, torch.float32)[0].permute(1, 2, 0)
+    interpolation = cv2.INTER_AREA if geometry.area else cv2.INTER_LINEAR
+    expected = cv2.resize(frame, INPUT_SIZE[::-1], interpolation=interpolation).astype(np.float32)
+    assert np.abs(resized.numpy() - expected).max() <= 1.0
+
+
+@pytest.mark.parametrize(("source", "target"), [(360, 200), (480, 300), (96, 720), (128, 1280), (373, 360)])
+def test_nearest_indices_are_opencvs(source, target):
+    ramp = np.tile(np.arange(source, dtype=np.uint16), (2, 1))
+    expected = cv2.resize(ramp, (target, 2), interpolation=cv2.INTER_NEAREST)[0]
+    np.testing.assert_array_equal(nearest_indices(source, target), expected)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_segment_returns_colour_and_overlay_only_when_asked(reference, onnx_engine, backend):
+    chosen = reference if backend == "torch" else onnx_engine
+    frame = frames([(120, 160)])[0]
+    plain = chosen.segment(frame)
+    assert plain.labels.shape == frame.shape[:2] and plain.color is None and plain.overlay is None
+    full = chosen.segment(frame, with_color=True, with_overlay=True, overlay_alpha=0.3)
+    np.testing.assert_array_equal(full.labels, plain.labels)
+    np.testing.assert_array_equal(full.color, chosen.colorize(plain.labels))
+    np.testing.assert_array_equal(full.overlay, chosen.overlay(frame, plain.labels, alpha=0.3))
+    assert chosen.segment(frame, with_overlay=True).color is None
+
+
+def test_stage_timings_cover_the_call(reference):
+    timings = reference.segment(frames([(192, 256)])[0]).timings_ms
+    assert set(timings) == {"preprocess", "inference", "postprocess", "total"}
+    assert min(timings.values()) >= 0.0 and timings["inference"] > 0.0
+    stages = timings["preprocess"] + timings["inference"] + timings["postprocess"]
+    assert stages == pytest.approx(timings["total"], rel=1e-6)
+
+
+def test_padded_rows_give_the_same_labels(reference):
+    """Frames decoded from messages with row padding are strided views, not copies."""
+    frame = frames([INPUT_SIZE])[0]
+    padded = np.zeros((INPUT_SIZE[0], INPUT_SIZE[1] + 8, 3), np.uint8)
+    padded[:, : INPUT_SIZE[1]] = frame
+    view = padded[:, : INPUT_SIZE[1]]
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(reference.segment(view).labels, reference.segment(frame).labels)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_preprocess_feeds_the_model_and_inference_step_runs_alone(reference, onnx_engine, backend):
+    chosen = reference if backend == "torch" else onnx_engine
+    frame = frames([INPUT_SIZE])[0]
+    with torch.inference_mode():
+        labels = chosen.model(chosen.preprocess(frame))["out"].argmax(1)[0].to(torch.uint8).numpy()
+    expected = chosen.segment(frame).labels
+    assert agreement(labels, expected) >= MIN_AGREEMENT
+    assert agreement(np.asarray(chosen.inference_step(frame)()).reshape(INPUT_SIZE), expected) >= MIN_AGREEMENT
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backend": "tensorrt"}, "backend must be one of"),
+        ({"precision": "fp16"}, "needs a CUDA device"),
+        ({"precision": "int8"}, "precision must be one of"),
+        ({"device": "tpu"}, "device must be one of"),
+    ],
+)
+def test_bad_options_are_named(options, message):
+    with pytest.raises(EngineError, match=message):
+        engine(**options)
+
+
+def test_onnxruntime_refuses_cuda():
+    if torch.cuda.is_available():
+        with pytest.raises(EngineError, match="runs on cpu only"):
+            engine(device="cuda", backend="onnxruntime")
+    else:
+        with pytest.raises(EngineError, match="no CUDA device"):
+            engine(device="cuda", backend="onnxruntime")
+
+
+def test_bad_frames_and_alpha_are_named(reference):
+    with pytest.raises(ValueError, match="uint8"):
+        reference.segment(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="H x W x 3"):
+        reference.segment(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="overlay_alpha"):
+        reference.segment(np.zeros((10, 10, 3), np.uint8), with_overlay=True, overlay_alpha=1.5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("cuda_graphs", [True, False])
+def test_cuda_gives_the_cpu_fp32_labels(reference, precision, cuda_graphs):
+    gpu = engine(device="cuda", precision=precision, cuda_graphs=cuda_graphs)
+    for frame in frames(SHRINK_SIZES):
+        result = gpu.segment(frame, with_color=True, with_overlay=True)
+        assert agreement(result.labels, reference.segment(frame).labels) >= MIN_AGREEMENT
+        np.testing.assert_array_equal(result.color, reference.colorize(result.labels))
+        np.testing.assert_array_equal(result.overlay, reference.overlay(frame, result.labels))
+        assert result.timings_ms["inference"] > 0.0
+
+
+@needs_cuda
+def test_cuda_results_survive_the_next_frame(reference):
+    """Results come back in fresh host memory, not in buffers the next frame overwrites."""
+    gpu = engine(device="cuda", precision="fp16")
+    first, second = frames([INPUT_SIZE, INPUT_SIZE], seed=7)
+    kept = gpu.segment(first, with_color=True)
+    copy = kept.labels.copy(), kept.color.copy()
+    gpu.segment(second, with_color=True)
+    np.testing.assert_array_equal(kept.labels, copy[0])
+    np.testing.assert_array_equal(kept.color, copy[1])

@@ -1,0 +1,342 @@
+"""road_seg_node over real DDS: frames published from this process to the node's process come back.
+
+One raw-input and one compressed-input node serve the whole module (tiny
+checkpoint, CPU); start-up failures and signals get short-lived nodes of their own.
+"""
+
+import array
+import signal
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from conftest import DIAGNOSTICS_QOS, NODE_EXECUTABLE, PARAMS_FILE, REPO_ROOT, cpu_engine, diagnostic_values, exchange
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from road_seg_ros.ros.image_conversion import array_to_image, image_to_array, rgb_to_compressed, rgb_to_image
+from road_seg_ros.ros.params import PARAMETERS
+
+TIMING_KEYS = {"decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "publish_ms", "total_ms", "age_ms"}
+NODE_PARAMS = {"device": "cpu", "num_threads": 1, "min_fps": 0.0}
+BURST = 12
+
+
+def road_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB frame: regions large enough for the model to label differently."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (max(height // 16, 2), max(width // 16, 2), 3), np.uint8)
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def stamped(frame_id: str, sec: int = 1_700_000_000, nanosec: int = 123_456_789) -> Header:
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = sec, nanosec
+    return header
+
+
+def same_header(header: Header):
+    return lambda msg: msg.header.frame_id == header.frame_id and msg.header.stamp == header.stamp
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint):
+    return cpu_engine(tiny_checkpoint)  # as the node runs it with NODE_PARAMS: bit-identical labels
+
+
+@pytest.fixture(scope="module")
+def raw_node(start_node, tiny_checkpoint):
+    return start_node("/raw", model_path=tiny_checkpoint, **NODE_PARAMS)
+
+
+@pytest.fixture(scope="module")
+def compressed_node(start_node, tiny_checkpoint):
+    return start_node("/compressed", model_path=tiny_checkpoint, input_transport="compressed", **NODE_PARAMS)
+
+
+@pytest.fixture(scope="module")
+def raw(ros, raw_node):
+    """Publishers into and inboxes on every output of the raw node."""
+    return _connect(ros, raw_node, Image, "../image")
+
+
+@pytest.fixture(scope="module")
+def compressed(ros, compressed_node):
+    return _connect(ros, compressed_node, CompressedImage, "../image/compressed")
+
+
+def _connect(ros, node, msg_type, input_topic, input_qos=qos_profile_sensor_data):
+    ends = {name: ros.inbox(Image, node.topic(name)) for name in ("label", "color", "overlay")}
+    ends["timing"] = ros.inbox(DiagnosticArray, node.topic("timing"))
+    ends["diagnostics"] = ros.inbox(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+    ends["input"] = ros.publisher(msg_type, node.topic(input_topic), input_qos)
+    ends["node"] = node
+    return ends
+
+
+def labels_for(ends, msg) -> np.ndarray:
+    """Sends ``msg`` until the node answers it on every output; returns the labels."""
+    status = f"{ends['node'].namespace}/road_seg: frame timing"
+
+    def all_outputs(reply):
+        return same_header(msg.header)(reply) and diagnostic_values(reply, status)["outputs"] == "color,label,overlay"
+
+    exchange(ends["input"], msg, ends["timing"], all_outputs)
+    return image_to_array(ends["label"].wait_for(same_header(msg.header), timeout=10.0))
+
+
+def set_parameter(ros, node, name, value):
+    kinds = {float: ParameterType.PARAMETER_DOUBLE, int: ParameterType.PARAMETER_INTEGER}
+    kind = kinds.get(type(value), ParameterType.PARAMETER_STRING)
+    field = {float: "double_value", int: "integer_value"}.get(type(value), "string_value")
+    request = SetParameters.Request(
+        parameters=[Parameter(name=name, value=ParameterValue(type=kind, **{field: value}))]
+    )
+    return ros.call(SetParameters, f"{node.namespace}/road_seg/set_parameters", request).results[0]
+
+
+def counters_after(ends, condition=lambda values: True, timeout=90.0) -> dict:
+    """The node's next /diagnostics values that satisfy ``condition``."""
+    node, inbox = ends["node"], ends["diagnostics"]
+    found = inbox.wait_for(
+        lambda msg: (values := diagnostic_values(msg, node.status_name)) is not None and condition(values),
+        timeout,
+        since=inbox.mark(),
+    )
+    return diagnostic_values(found, node.status_name)
+
+
+def test_every_output_comes_back_with_the_input_header(raw, engine):
+    rgb = road_frame(120, 160, seed=1)
+    msg = rgb_to_image(rgb, stamped("camera_optical"))
+    labels = labels_for(raw, msg)  # only returns once every output was published for msg
+    color = raw["color"].wait_for(same_header(msg.header))
+    overlay = raw["overlay"].wait_for(same_header(msg.header))
+    timing = raw["timing"].wait_for(same_header(msg.header))
+
+    assert labels.shape == (120, 160) and len(np.unique(labels)) > 1  # several classes: equality means something
+    assert (color.encoding, color.height, color.width) == ("rgb8", 120, 160)
+    assert np.array_equal(image_to_array(color), engine.colorize(labels))
+    assert np.array_equal(image_to_array(overlay), engine.overlay(rgb, labels, 0.5))
+    values = diagnostic_values(timing, "/raw/road_seg: frame timing")
+    assert TIMING_KEYS <= values.keys()
+    assert all(float(values[key]) >= 0.0 for key in TIMING_KEYS)
+    assert set(values["outputs"].split(",")) == {"label", "color", "overlay"}
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "rgb8_padded"])
+def test_labels_equal_the_engine_for_each_encoding(raw, engine, encoding):
+    rgb = road_frame(90, 120, seed=2)
+    header = stamped(f"encoding_{encoding}")
+    if encoding == "mono8":
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        msg, rgb = array_to_image(gray, "mono8", header), np.repeat(gray[..., None], 3, axis=2)
+    elif encoding in ("rgba8", "bgra8"):
+        channels = rgb if encoding == "rgba8" else rgb[..., ::-1]
+        msg = array_to_image(np.dstack([channels, np.full(rgb.shape[:2], 77, np.uint8)]), encoding, header)
+    elif encoding == "rgb8_padded":
+        padded = np.zeros((90, 120 * 3 + 8), np.uint8)  # 8 bytes of row padding after each row
+        padded[:, : 120 * 3] = rgb.reshape(90, -1)
+        msg = Image(header=header, height=90, width=120, encoding="rgb8", step=padded.shape[1])
+        msg.data = array.array("B", padded.tobytes())
+    else:
+        msg = rgb_to_image(rgb, header, encoding=encoding)
+    assert np.array_equal(labels_for(raw, msg), engine.segment(rgb).labels)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_compressed_input_gives_the_engine_labels(compressed, engine, fmt):
+    msg = rgb_to_compressed(road_frame(90, 120, seed=3), stamped(f"compressed_{fmt}"), fmt=fmt)
+    decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    labels = labels_for(compressed, msg)
+    assert np.array_equal(labels, engine.segment(decoded).labels)
+    assert compressed["overlay"].wait_for(same_header(msg.header)).width == 120
+
+
+def _unsupported_encoding():
+    msg = rgb_to_image(road_frame(8, 8))
+    msg.encoding = "yuv_martian"
+    return msg
+
+
+def _short_data():
+    msg = rgb_to_image(road_frame(40, 40))
+    msg.data = msg.data[: 40 * 40 * 3 - 100]
+    return msg
+
+
+def _zero_size():
+    return Image(height=0, width=640, encoding="rgb8", step=640 * 3)
+
+
+def _corrupt_jpeg():
+    msg = rgb_to_compressed(road_frame(40, 40), fmt="jpeg")
+    msg.data = msg.data[:4] + array.array("B", bytes(range(256)) * 4)
+    return msg
+
+
+BAD_INPUTS = {
+    "unsupported_encoding": ("raw", _unsupported_encoding),
+    "short_data": ("raw", _short_data),
+    "zero_size": ("raw", _zero_size),
+    "corrupt_compressed": ("compressed", _corrupt_jpeg),
+}
+
+
+@pytest.mark.parametrize("reason", BAD_INPUTS)
+def test_bad_input_is_counted_and_the_next_frame_answered(request, engine, reason):
+    node_name, make_bad = BAD_INPUTS[reason]
+    ends = request.getfixturevalue(node_name)
+    _bad_frame_is_counted(ends, make_bad(), reason)
+    good = road_frame(60, 80, seed=4)
+    header = stamped(f"after_{reason}")
+    msg = rgb_to_compressed(good, header, fmt="png") if node_name == "compressed" else rgb_to_image(good, header)
+    assert np.array_equal(labels_for(ends, msg), engine.segment(good).labels)
+    assert ends["node"].process.poll() is None
+
+
+def _bad_frame_is_counted(ends, bad, reason):
+    key, status = f"rejected_{reason}", ends["node"].status_name
+    before = int(counters_after(ends)[key])
+    counted = exchange(
+        ends["input"],
+        bad,
+        ends["diagnostics"],
+        lambda msg: int((diagnostic_values(msg, status) or {key: before})[key]) > before,
+        period=1.5,  # /diagnostics comes at 1 Hz
+    )
+    counters = diagnostic_values(counted, status)
+    assert int(counters["frames_rejected"]) >= int(counters[key]) > before
+
+
+def test_oversize_frames_are_counted_after_lowering_max_input_pixels(ros, raw, engine):
+    result = set_parameter(ros, raw["node"], "max_input_pixels", 64 * 64)
+    assert result.successful, result.reason
+    try:
+        _bad_frame_is_counted(raw, rgb_to_image(road_frame(80, 80)), "oversize")
+    finally:
+        assert set_parameter(ros, raw["node"], "max_input_pixels", 8294400).successful
+    good = road_frame(80, 80, seed=5)
+    assert np.array_equal(labels_for(raw, rgb_to_image(good, stamped("after_oversize"))), engine.segment(good).labels)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason_words"),
+    [
+        ("overlay_alpha", 1.5, "out of range"),
+        ("min_fps", -1.0, "out of range"),
+        ("device", "cpu", "read-only"),
+        ("input_transport", "compressed", "read-only"),
+    ],
+)
+def test_set_parameters_refuses_invalid_values_with_a_reason(ros, raw_node, name, value, reason_words):
+    result = set_parameter(ros, raw_node, name, value)
+    assert not result.successful
+    assert reason_words in result.reason.lower()
+
+
+def test_overlay_alpha_set_while_running_changes_the_overlay(ros, raw, engine):
+    assert set_parameter(ros, raw["node"], "overlay_alpha", 0.25).successful
+    try:
+        rgb = road_frame(60, 80, seed=6)
+        msg = rgb_to_image(rgb, stamped("alpha_0.25"))
+        labels = labels_for(raw, msg)
+        overlay = image_to_array(raw["overlay"].wait_for(same_header(msg.header)))
+        assert np.array_equal(overlay, engine.overlay(rgb, labels, 0.25))
+        assert not np.array_equal(overlay, engine.overlay(rgb, labels, 0.5))
+    finally:
+        assert set_parameter(ros, raw["node"], "overlay_alpha", 0.5).successful
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 720), (1920, 1080)])
+def test_large_frames_from_another_process_arrive_and_come_back(raw, engine, width, height):
+    rgb = road_frame(height, width, seed=7)
+    msg = rgb_to_image(rgb, stamped(f"large_{width}x{height}"), encoding="bgr8")
+    labels = labels_for(raw, msg)
+    assert np.array_equal(labels, engine.segment(rgb).labels)
+    overlay = raw["overlay"].wait_for(same_header(msg.header))
+    assert (overlay.width, overlay.height, len(overlay.data)) == (width, height, width * height * 3)
+
+
+@pytest.fixture(scope="module")
+def reliable(ros, start_node, tiny_checkpoint):
+    """A node whose input queue holds a whole burst, so DDS hands it every frame and only the node can drop."""
+    node = start_node(
+        "/reliable", model_path=tiny_checkpoint, qos_reliability="reliable", qos_depth=BURST, **NODE_PARAMS
+    )
+    return _connect(ros, node, Image, "../image", QoSProfile(depth=BURST, reliability=ReliabilityPolicy.RELIABLE))
+
+
+def test_a_burst_drops_stale_frames_and_answers_the_newest(reliable):
+    warm_up = rgb_to_image(road_frame(120, 160), stamped("warm_up"))
+    exchange(reliable["input"], warm_up, reliable["label"], same_header(warm_up.header))  # matched both ways now
+    before = counters_after(reliable)
+    # Full-HD frames keep the worker busy for tens of milliseconds each, far longer than receiving one takes.
+    burst = [rgb_to_image(road_frame(1080, 1920, seed=i), stamped(f"burst_{i}"), encoding="bgr8") for i in range(BURST)]
+    for msg in burst[:-1]:
+        reliable["input"].publish(msg)
+    exchange(reliable["input"], burst[-1], reliable["label"], same_header(burst[-1].header))
+
+    def settled(values):
+        counts = {key: int(values[key]) for key in ("frames_in", "frames_out", "frames_dropped", "frames_rejected")}
+        accounted = counts["frames_out"] + counts["frames_dropped"] + counts["frames_rejected"]
+        return counts["frames_out"] > int(before["frames_out"]) and counts["frames_in"] == accounted
+
+    after = counters_after(reliable, settled)
+    assert int(after["frames_in"]) - int(before["frames_in"]) >= BURST  # reliable: none lost on the way
+    assert int(after["frames_dropped"]) > int(before["frames_dropped"])
+    assert int(after["frames_idle"]) == int(before["frames_idle"])  # every burst frame had subscribers
+
+
+def test_invalid_parameters_and_missing_model_refused_at_start_up(tmp_path):
+    cases = {  # word the one-line reason must name: override
+        "device": "device:=tpu",
+        "overlay_alpha": "overlay_alpha:=1.5",
+        "missing.safetensors": f"model_path:={tmp_path / 'missing.safetensors'}",
+    }
+    processes = {  # started together: each spends seconds importing torch
+        word: subprocess.Popen(
+            [str(NODE_EXECUTABLE), "--ros-args", "--params-file", str(PARAMS_FILE), "-p", override],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for word, override in cases.items()
+    }
+    for word, process in processes.items():
+        output, _ = process.communicate(timeout=120)
+        fatal = [line for line in output.splitlines() if "[FATAL]" in line]
+        assert process.returncode == 1, output
+        assert len(fatal) == 1 and word in fatal[0], output
+        assert "Traceback" not in output
+
+
+def test_every_parameter_is_in_the_params_file_with_the_node_default():
+    values = yaml.safe_load(PARAMS_FILE.read_text())["/**"]["ros__parameters"]
+    assert values == {param.name: param.default for param in PARAMETERS}
+
+
+def test_only_subscribed_outputs_are_computed_and_signals_stop_cleanly(ros, start_node, tiny_checkpoint):
+    signals = (signal.SIGINT, signal.SIGTERM)
+    nodes = [start_node(f"/{sig.name.lower()}", model_path=tiny_checkpoint, **NODE_PARAMS) for sig in signals]
+    for node in nodes:
+        label = ros.inbox(Image, node.topic("label"))
+        timing = ros.inbox(DiagnosticArray, node.topic("timing"))
+        msg = rgb_to_image(road_frame(60, 80), stamped(f"only_label{node.namespace}"))
+        publisher = ros.publisher(Image, node.topic("../image"))
+        status = f"{node.namespace}/road_seg: frame timing"
+        reply = exchange(
+            publisher, msg, timing, lambda m, status=status: "label" in diagnostic_values(m, status)["outputs"]
+        )
+        assert diagnostic_values(reply, status)["outputs"] == "label"
+        assert label.wait_for(same_header(msg.header), timeout=10.0).encoding == "mono8"
+
+    for node, sig in zip(nodes, signals):
+        assert node.stop(sig) == 0, node.output()
+        assert "Traceback" not in node.output()

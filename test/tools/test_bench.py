@@ -1,0 +1,58 @@
+"""road-seg-bench: the smoke configuration runs end to end, and the node overhead is measured over real ROS 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from road_seg_ros.core.result import STAGES
+from road_seg_ros.tools.bench import STUDENT, Config, main
+from road_seg_ros.tools.node_bench import measure_node_overhead, node_markdown
+
+BENCH = Path(sys.executable).parent / "road-seg-bench"
+
+
+def test_smoke_benchmark_writes_its_report(tmp_path):
+    report_json, report_md = tmp_path / "out" / "smoke.json", tmp_path / "smoke.md"
+    command = [str(BENCH), "--smoke", "--json", str(report_json), "--markdown", str(report_md)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+
+    report = json.loads(report_json.read_text())
+    cases = {(r["model"], r["backend"]) for r in report["results"]}
+    assert cases == {
+        (model, backend) for model in (STUDENT, "lraspp_mobilenet_v3_large") for backend in ("torch", "onnxruntime")
+    }
+    for result in report["results"]:
+        assert result["reps"] >= 2 and result["params"] > 0 and result["gflops"] > 0
+        assert result["model_only_fps"] > 0 and result["end_to_end_fps"] > 0
+        assert set(result["end_to_end_ms"]) == set(STAGES)
+        assert result["end_to_end_ms"]["total"]["p95"] >= result["end_to_end_ms"]["total"]["p50"] > 0
+    student = next(r for r in report["results"] if r["model"] == STUDENT)
+    assert student["speedup"]["lraspp_mobilenet_v3_large"]["end_to_end"] > 0
+    assert len(report["load_average_before"]) == 3
+
+    text = report_md.read_text()
+    assert f"Command: `road-seg-bench --smoke --json {report_json} --markdown {report_md}`" in text
+    assert text.count("| student |") == 2 and "argmax inside" in text
+
+
+def test_bad_size_is_named(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--sizes", "360by480"])
+    assert exit_info.value.code == 2 and "HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(180)
+def test_node_overhead_over_ros(tiny_checkpoint, tmp_path):
+    config = Config(checkpoint=tiny_checkpoint, node_sizes=((96, 128), (120, 200)), reps=4, warmup=1, num_threads=1)
+    rows = measure_node_overhead(config, log_path=tmp_path / "node.log")
+    assert [row["size"] for row in rows] == ["96x128", "120x200"]
+    for row in rows:
+        assert row["frames"] + row["lost"] == 4 and row["frames"] >= 1
+        assert row["latency"]["p50"] > row["engine"]["p50"] > 0
+        assert row["overhead"]["p50"] == pytest.approx(row["latency"]["p50"] - row["engine"]["p50"], abs=5.0)
+        assert "node_decode" in row and "node_publish" in row
+    assert "| 96x128 |" in "\n".join(node_markdown(rows))
