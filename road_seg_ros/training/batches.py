@@ -4,8 +4,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .augment import Augmentation, DeviceAugmentation, TrainAugmentation
 from .config import TrainConfig
-from .data import CamVid, DeviceAugmentation, TrainAugmentation
+from .data import CamVid
 
 
 def _seed_worker(_worker_id):
@@ -17,9 +18,7 @@ class LoaderBatches:
     """Augmented batches from DataLoader workers (CPU augmentation), moved to the device."""
 
     def __init__(self, dataset: CamVid, config: TrainConfig, env):
-        dataset.transform = TrainAugmentation(
-            config.crop_size, config.scale_range, config.jitter, seed=config.seed + env.rank
-        )
+        dataset.transform = TrainAugmentation(Augmentation.from_config(config), seed=config.seed + env.rank)
         self.device = env.device
         self.sampler = DistributedSampler(dataset, seed=config.seed) if env.world_size > 1 else None
         self.loader = DataLoader(
@@ -53,7 +52,7 @@ class DeviceBatches:
         self.images = self.images.to(self.device)
         self.labels = torch.stack([torch.from_numpy(label) for label in dataset.labels]).to(self.device)
         self.generator = torch.Generator(self.device).manual_seed(config.seed + env.rank)
-        self.augment = DeviceAugmentation(config.crop_size, config.scale_range, config.jitter, self.generator)
+        self.augment = DeviceAugmentation(Augmentation.from_config(config), self.generator)
         self.batch_size = config.batch_size
         self.steps = max(1, len(dataset) // (config.batch_size * env.world_size))
 

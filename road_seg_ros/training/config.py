@@ -33,9 +33,17 @@ class TrainConfig:
     arch: dict = field(default_factory=lambda: {"name": "student", "size": "small"})
     epochs: int = 200
     batch_size: int = 8  # per process
+    # Augmentation (augment.Augmentation reads these by name).
     crop_size: tuple = (360, 480)
     scale_range: tuple = (0.5, 2.0)
+    rotation_degrees: float = 0.0
     jitter: float = 0.3
+    hue_degrees: float = 0.0
+    gamma_range: tuple = (1.0, 1.0)
+    blur_probability: float = 0.0
+    noise_std: float = 0.0
+    rare_crop_probability: float = 0.0
+    rare_classes: tuple = (2, 6, 7, 9, 10)  # pole, sign/symbol, fence, pedestrian, bicyclist
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -59,6 +67,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast, CUDA only
     train_split: str = "train"  # a split, or splits joined by '+' (train+val for a final model)
     val_split: str = "val"
+    # Which weights the run saves: best (the validation epoch with the highest val mIoU, best.safetensors) or
+    # last (the final epoch, final.safetensors: for a fixed schedule chosen earlier, e.g. on train+val).
+    keep_checkpoint: str = "best"
     limit: int | None = None  # use only the first N training frames (tests, smoke runs)
     val_limit: int | None = None
 
@@ -126,6 +137,12 @@ def _split(name, value):
     return value
 
 
+def _class_ids(name, value):
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"config field {name!r} must be a non-empty list of class ids, got {value!r}")
+    return tuple(_integer(0, 254)(name, item) for item in value)
+
+
 def _architecture(name, value):
     if not isinstance(value, dict):
         raise ConfigError(f"config field {name!r} must be a mapping like {{name: student, size: small}}, got {value!r}")
@@ -161,7 +178,14 @@ CHECKS = {
     "batch_size": _integer(1, 4096),
     "crop_size": _pair(_integer(32, 4096)),
     "scale_range": _pair(_real(0.05, 8.0), ordered=True),
+    "rotation_degrees": _real(0.0, 45.0),
     "jitter": _real(0.0, 1.0),
+    "hue_degrees": _real(0.0, 180.0),
+    "gamma_range": _pair(_real(0.2, 5.0), ordered=True),
+    "blur_probability": _real(0.0, 1.0),
+    "noise_std": _real(0.0, 64.0),
+    "rare_crop_probability": _real(0.0, 1.0),
+    "rare_classes": _class_ids,
     "optimizer": _choice("adamw", "sgd"),
     "lr": _real(0.0, 10.0),
     "weight_decay": _real(0.0, 10.0),
@@ -179,6 +203,7 @@ CHECKS = {
     "amp": _boolean,
     "train_split": _split,
     "val_split": _split,
+    "keep_checkpoint": _choice("best", "last"),
     "limit": _optional(_integer(1, 10**6)),
     "val_limit": _optional(_integer(1, 10**6)),
 }
@@ -194,6 +219,8 @@ def checked_config(values: dict, role: str) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
     config = TrainConfig(**{name: CHECKS[name](name, value) for name, value in values.items()})
+    if config.device_augmentation and (config.blur_probability or config.rare_crop_probability):
+        raise ConfigError("blur_probability and rare_crop_probability need the CPU loader (device_augmentation: false)")
     try:
         config.arch = resolve_architecture({**config.arch, "name": role})
     except (TypeError, ValueError) as error:

@@ -1,4 +1,4 @@
-"""CamVid: split lists, decoding, in-memory datasets and training augmentation.
+"""CamVid: split lists, decoding and in-memory datasets.
 
 Frames are decoded once and held as uint8 arrays (all of CamVid is about
 0.5 GB), so loading never limits training speed.
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..core.labels import IGNORE_INDEX, NUM_CLASSES
+from ..core.labels import NUM_CLASSES
 from ..core.resources import REPO_ROOT
 
 SPLITS = ("train", "val", "test")
@@ -112,55 +112,6 @@ def to_tensors(image: np.ndarray, label: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(label.astype(np.int64))
 
 
-class TrainAugmentation:
-    """Random scale, crop (void-padded), horizontal flip and photometric jitter.
-
-    From-scratch training on 367 frames lives or dies by augmentation; the
-    scale range follows the DABNet/CGNet recipes (about 0.5 to 2).
-    """
-
-    def __init__(self, crop_size=(360, 480), scale_range=(0.5, 2.0), jitter=0.3, seed=None):
-        self.crop_height, self.crop_width = crop_size
-        self.scale_range = scale_range
-        self.jitter = jitter
-        self.rng = np.random.default_rng(seed)
-
-    def __call__(self, image, label):
-        scale = self.rng.uniform(*self.scale_range)
-        height, width = label.shape
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-        label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
-        image, label = self._pad(image, label)
-        top = self.rng.integers(0, image.shape[0] - self.crop_height + 1)
-        left = self.rng.integers(0, image.shape[1] - self.crop_width + 1)
-        image = image[top : top + self.crop_height, left : left + self.crop_width]
-        label = label[top : top + self.crop_height, left : left + self.crop_width]
-        if self.rng.random() < 0.5:
-            image, label = image[:, ::-1], label[:, ::-1]
-        return to_tensors(self._photometric(image), label)
-
-    def _pad(self, image, label):
-        pad_h = max(0, self.crop_height - image.shape[0])
-        pad_w = max(0, self.crop_width - image.shape[1])
-        if pad_h or pad_w:
-            image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-            label = cv2.copyMakeBorder(label, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=IGNORE_INDEX)
-        return image, label
-
-    def _photometric(self, image):
-        if not self.jitter:
-            return image
-        brightness = 1.0 + self.rng.uniform(-self.jitter, self.jitter)
-        contrast = 1.0 + self.rng.uniform(-self.jitter, self.jitter)
-        saturation = 1.0 + self.rng.uniform(-self.jitter, self.jitter)
-        pixels = image.astype(np.float32) * brightness
-        pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
-        gray = pixels.mean(axis=2, keepdims=True)
-        pixels = (pixels - gray) * saturation + gray
-        return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
 def class_weights(labels, num_classes=NUM_CLASSES, c=1.10) -> torch.Tensor:
     """ENet class weights w = 1 / ln(c + p_class), from the pixel frequencies of ``labels``."""
     counts = np.zeros(num_classes, dtype=np.float64)
@@ -168,59 +119,3 @@ def class_weights(labels, num_classes=NUM_CLASSES, c=1.10) -> torch.Tensor:
         counts += np.bincount(label.ravel(), minlength=256)[:num_classes]
     frequency = counts / max(counts.sum(), 1.0)
     return torch.tensor(1.0 / np.log(c + frequency), dtype=torch.float32)
-
-
-class DeviceAugmentation:
-    """TrainAugmentation's random scale, crop, flip and jitter for a whole batch at once, on the batch's device.
-
-    The training set lives on the GPU as uint8 tensors; each batch is one
-    affine ``grid_sample`` per tensor, so the GPU never waits for a loader.
-    """
-
-    def __init__(self, crop_size=(360, 480), scale_range=(0.5, 2.0), jitter=0.3, generator=None):
-        self.crop_height, self.crop_width = crop_size
-        self.scale_range = scale_range
-        self.jitter = jitter
-        self.generator = generator
-
-    def _uniform(self, n, low, high, device):
-        return low + (high - low) * torch.rand(n, device=device, generator=self.generator)
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
-        """uint8 N x 3 x H x W and integer N x H x W -> uint8 N x 3 x h x w and int64 N x h x w (crop size)."""
-        n, _, height, width = images.shape
-        device = images.device
-        scale = self._uniform(n, *self.scale_range, device)
-        # In normalised coordinates a crop of the scaled image spans crop / (size * scale) of the source.
-        span_x = self.crop_width / (width * scale)
-        span_y = self.crop_height / (height * scale)
-        # Crop centre anywhere that keeps the crop inside the image, or centred when the image is smaller (padding).
-        centre_x = (1 - span_x).clamp(min=0) * self._uniform(n, -1.0, 1.0, device)
-        centre_y = (1 - span_y).clamp(min=0) * self._uniform(n, -1.0, 1.0, device)
-        flip = torch.where(torch.rand(n, device=device, generator=self.generator) < 0.5, -1.0, 1.0)
-        theta = torch.zeros(n, 2, 3, device=device)
-        theta[:, 0, 0] = span_x * flip
-        theta[:, 0, 2] = centre_x
-        theta[:, 1, 1] = span_y
-        theta[:, 1, 2] = centre_y
-        grid = torch.nn.functional.affine_grid(theta, (n, 1, self.crop_height, self.crop_width), align_corners=False)
-        sampled = torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", align_corners=False)
-        # Labels shifted by one so that the zero padding of grid_sample becomes the void class.
-        shifted = (labels.float() + 1).unsqueeze(1)
-        label_crop = torch.nn.functional.grid_sample(shifted, grid, mode="nearest", align_corners=False)
-        label_crop = label_crop.squeeze(1).long() - 1
-        label_crop[label_crop < 0] = IGNORE_INDEX
-        return self._photometric(sampled).round().clamp(0, 255).to(torch.uint8), label_crop
-
-    def _photometric(self, images):
-        if not self.jitter:
-            return images
-        n, device = images.shape[0], images.device
-        brightness, contrast, saturation = (
-            1.0 + self._uniform(n, -self.jitter, self.jitter, device).view(n, 1, 1, 1) for _ in range(3)
-        )
-        images = images * brightness
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        images = (images - mean) * contrast + mean
-        gray = images.mean(dim=1, keepdim=True)
-        return (images - gray) * saturation + gray

@@ -212,9 +212,10 @@ class Trainer:
             if self.env.is_main and ((epoch + 1) % self.config.eval_interval == 0 or last):
                 summary = self.validate()
                 row["val_miou"] = summary["miou"]
-                if summary["miou"] > self.best_miou:
-                    self.best_miou = summary["miou"]
-                    self._save_best(epoch + 1, summary)
+                improved = summary["miou"] > self.best_miou
+                self.best_miou = max(self.best_miou, summary["miou"])
+                if improved if self.config.keep_checkpoint == "best" else last:
+                    self._save_checkpoint(epoch + 1, summary)
             row["seconds"] = time.perf_counter() - started
             if self.env.is_main:
                 self.history.append(row)
@@ -278,12 +279,16 @@ class Trainer:
             confusion.update(logits.argmax(1), label)
         return confusion.summary(CLASS_NAMES)
 
-    def _save_best(self, epoch, summary):
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / ("best.safetensors" if self.config.keep_checkpoint == "best" else "final.safetensors")
+
+    def _save_checkpoint(self, epoch, summary):
+        chosen = f"best on {self.config.val_split}" if self.config.keep_checkpoint == "best" else "final epoch"
         info = ModelInfo(
             arch=self.config.arch,
             input_size=[360, 480],
-            description=f"{self.args.role} trained on CamVid {self.config.train_split}, "
-            f"best on {self.config.val_split}",
+            description=f"{self.args.role} trained on CamVid {self.config.train_split}, {chosen}",
             training={
                 "role": self.args.role,
                 "epoch": epoch,
@@ -295,7 +300,7 @@ class Trainer:
                 "command": " ".join(["road-seg-train", *sys.argv[1:]]),
             },
         )
-        save_checkpoint(self.out / "best.safetensors", self.evaluated_model, info)
+        save_checkpoint(self.checkpoint_path, self.evaluated_model, info)
 
     def _save_resume_state(self, epoch):
         state = {
@@ -394,7 +399,7 @@ def main(argv=None):
         sys.exit(f"road-seg-train: {error}")
     best = trainer.train()
     if env.is_main:
-        print(f"best val mIoU {best:.2f}% -> {args.out / 'best.safetensors'}")
+        print(f"best val mIoU {best:.2f}%; {config.keep_checkpoint} checkpoint: {trainer.checkpoint_path}")
     env.close()
 
 

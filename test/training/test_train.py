@@ -174,3 +174,12 @@ def test_yaml_syntax_errors_are_one_line(tmp_path, capsys):
     message = str(exit_info.value.code)
     assert message.startswith("road-seg-train: config file") and "not valid YAML" in message and "\n" not in message
     assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_keep_last_saves_the_final_epoch_whatever_val_says(tmp_path):
+    run = tmp_path / "final"
+    main(["student", "--out", str(run), "--epochs", "2", "--batch-size", "2", "--set", "eval_interval=1",
+          "--set", "keep_checkpoint=last", *QUICK])  # fmt: skip
+    info = read_info(run / "final.safetensors")
+    assert info.training["epoch"] == 2 and "final epoch" in info.description
+    assert not (run / "best.safetensors").exists()
