@@ -32,6 +32,7 @@ setup(
             "road-seg-make-bag = road_seg_ros.tools.make_bag:main",
             "road-seg-replay = road_seg_ros.tools.replay:main",
             "road-seg-bench = road_seg_ros.tools.bench:main",
+            "road-seg-adapt = road_seg_ros.tools.adapt:main",
         ],
     },
 )

@@ -237,7 +237,8 @@ class CameraBag:
     bag with an unsupported encoding fails here and not halfway through a run.
     """
 
-    def __init__(self, path, topic=None, gt_topic=None):
+    def __init__(self, path, topic=None, gt_topic=None, ground_truth=True):
+        """``ground_truth`` False: the bag's ground truth is never read, whatever topics it has."""
         self.path = Path(path)
         if not self.path.exists():
             raise BagError(f"no bag at {self.path}")
@@ -250,7 +251,7 @@ class CameraBag:
             raise BagError(f"cannot read bag {self.path} (corrupt or not a rosbag2): {_reason(error)}") from None
         try:
             self.topic = self._pick_image_topic(topic)
-            self.gt_topic = self._pick_gt_topic(gt_topic)
+            self.gt_topic = self._pick_gt_topic(gt_topic) if ground_truth else None
             self._connections = [c for c in self._reader.connections if c.topic == self.topic]
             self.msgtype = self._connections[0].msgtype
             self.frame_count = sum(c.msgcount for c in self._connections)

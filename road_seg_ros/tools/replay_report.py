@@ -63,23 +63,14 @@ class ReplayTally:
 
     def _tile(self, index, frame, labels) -> np.ndarray:
         """The frame under its predicted classes, beside the frame under its ground truth when there is one."""
-        panels = [(self._blend(frame.rgb, labels), f"frame {index}: prediction")]
+        panels = [(labels, f"frame {index}: prediction")]
         if frame.ground_truth is not None:
-            panels.append((self._blend(frame.rgb, frame.ground_truth), "ground truth"))
-        return np.hstack([_captioned(_half(image), caption) for image, caption in panels])
-
-    def _blend(self, rgb, labels) -> np.ndarray:
-        return cv2.addWeighted(rgb, 1.0 - OVERLAY_ALPHA, self._colors[labels], OVERLAY_ALPHA, 0.0)
+            panels.append((frame.ground_truth, "ground truth"))
+        return overlay_tile(frame.rgb, panels, self._colors)
 
     def mosaic(self) -> np.ndarray | None:
-        """The picked frames' tiles in bag order, two to a row (a blank fills an odd last row)."""
-        if not self._tiles:
-            return None
-        tiles = [tile for _, tile in sorted(self._tiles, key=lambda item: item[0])]
-        if len(tiles) % 2:
-            tiles.append(np.zeros_like(tiles[0]))
-        rows = [np.hstack(tiles[i : i + 2]) for i in range(0, len(tiles), 2)]
-        return np.vstack(rows)
+        """The picked frames' tiles in bag order, two to a row."""
+        return mosaic([tile for _, tile in sorted(self._tiles, key=lambda item: item[0])], columns=2)
 
     def report(self, **context) -> dict:
         """The JSON-ready report; ``context`` (mode, bag, topics, model, ...) is recorded as given."""
@@ -104,6 +95,23 @@ class ReplayTally:
             "per_class_iou": accuracy.get("per_class_iou"),
             "node_timings_ms": {stage: float(np.mean(values)) for stage, values in self.node_timings_ms.items()},
         }
+
+
+def overlay_tile(rgb: np.ndarray, panels, colors: np.ndarray) -> np.ndarray:
+    """Half-size copies of the frame side by side, each under one (labels, caption) panel's class colours."""
+    images = []
+    for labels, caption in panels:
+        blended = cv2.addWeighted(rgb, 1.0 - OVERLAY_ALPHA, colors[labels], OVERLAY_ALPHA, 0.0)
+        images.append(_captioned(_half(blended), caption))
+    return np.hstack(images)
+
+
+def mosaic(tiles: list, columns: int) -> np.ndarray | None:
+    """Tiles of one size in rows of ``columns`` (blanks fill the last row); None without tiles."""
+    if not tiles:
+        return None
+    tiles = tiles + [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
+    return np.vstack([np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)])
 
 
 def _half(image: np.ndarray) -> np.ndarray:

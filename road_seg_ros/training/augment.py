@@ -132,8 +132,12 @@ class DeviceAugmentation:
     def _uniform(self, n, low, high, device):
         return low + (high - low) * torch.rand(n, device=device, generator=self.generator)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
-        """uint8 N x 3 x H x W and integer N x H x W -> uint8 N x 3 x h x w and int64 N x h x w (crop size)."""
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None = None):
+        """uint8 N x 3 x H x W and integer N x H x W -> uint8 N x 3 x h x w and int64 N x h x w (crop size).
+
+        ``soft`` (N x C x H x W, e.g. a teacher's class probabilities) is warped alike, bilinearly, and
+        returned third.
+        """
         s = self.settings
         crop_h, crop_w = s.crop_size
         n, _, height, width = images.shape
@@ -159,7 +163,10 @@ class DeviceAugmentation:
         shifted = (labels.float() + 1).unsqueeze(1)
         label_crop = F.grid_sample(shifted, grid, mode="nearest", align_corners=False).squeeze(1).long() - 1
         label_crop[label_crop < 0] = IGNORE_INDEX
-        return self._photometric(sampled).round().clamp(0, 255).to(torch.uint8), label_crop
+        images = self._photometric(sampled).round().clamp(0, 255).to(torch.uint8)
+        if soft is None:
+            return images, label_crop
+        return images, label_crop, F.grid_sample(soft.float(), grid, mode="bilinear", align_corners=False)
 
     def _photometric(self, images):
         s = self.settings

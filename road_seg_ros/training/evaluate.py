@@ -42,16 +42,17 @@ def evaluate_frames(predict, images, labels, on_prediction=None):
 
 
 class MultiScalePredictor:
-    """Averages softmax over scales and horizontal flips (non-real-time, for the teacher)."""
+    """Averages softmax over scales and horizontal flips (non-real-time: for a teacher, or to evaluate one)."""
 
     def __init__(self, engine: SegmentationEngine, scales=(1.0,), flip=False):
         self.engine, self.scales, self.flip = engine, scales, flip
 
     @torch.inference_mode()
-    def __call__(self, rgb):
+    def probabilities(self, rgb) -> torch.Tensor:
+        """1 x classes x h x w mean class probabilities at the model's input size (h x w)."""
         batch = self.engine.preprocess(rgb)
         height, width = batch.shape[-2:]
-        probabilities = 0
+        total = 0
         for scale in self.scales:
             size = (round(height * scale / 8) * 8, round(width * scale / 8) * 8)
             scaled = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
@@ -60,8 +61,11 @@ class MultiScalePredictor:
                 logits = self.engine.model(view)["out"].float()
                 logits = logits.flip(3) if index == 1 else logits
                 logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-                probabilities = probabilities + logits.softmax(1)
-        labels = probabilities.argmax(1)[0].to(torch.uint8).cpu().numpy()
+                total = total + logits.softmax(1)
+        return total / (len(self.scales) * (2 if self.flip else 1))
+
+    def __call__(self, rgb) -> np.ndarray:
+        labels = self.probabilities(rgb).argmax(1)[0].to(torch.uint8).cpu().numpy()
         if labels.shape != rgb.shape[:2]:
             labels = cv2.resize(labels, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
         return labels

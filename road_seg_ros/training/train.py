@@ -35,6 +35,7 @@ from .batches import DeviceBatches, LoaderBatches
 from .config import ConfigError, TrainConfig, checked_config, parse_overrides, read_config_file
 from .data import CamVid, DataError, class_weights
 from .metrics import ConfusionMatrix
+from .optim import PolySchedule, make_optimizer
 
 DISTILL_CHOICES = ("none", *losses.DISTILLATION_LOSSES, "both")
 
@@ -108,41 +109,6 @@ class Distributed:
             dist.destroy_process_group()
 
 
-class PolySchedule:
-    """Linear warm-up, then poly decay (power 0.9) over steps, or over a time budget if that runs out first."""
-
-    def __init__(self, total_steps: int, warmup_steps: int, budget_seconds: float = 0.0, power: float = 0.9):
-        self.total_steps, self.warmup_steps = total_steps, warmup_steps
-        self.budget_seconds, self.power = budget_seconds, power
-        self.elapsed_before = 0.0  # seconds spent in earlier runs of a resumed training
-        self.started = time.monotonic()
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.monotonic() - self.started
-
-    def progress(self, step: int) -> float:
-        by_steps = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        by_time = self.elapsed() / self.budget_seconds if self.budget_seconds else 0.0
-        return min(1.0, max(by_steps, by_time))
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        return (1.0 - self.progress(step)) ** self.power
-
-
-def make_optimizer(config: TrainConfig, model):
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        (no_decay if parameter.ndim <= 1 else decay).append(parameter)  # no decay on BN and biases
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
-    raise ValueError(f"optimizer must be adamw or sgd, got {config.optimizer!r}")
-
-
 class Trainer:
     def __init__(self, args, config: TrainConfig, env: Distributed):
         self.args, self.config, self.env = args, config, env
@@ -166,7 +132,7 @@ class Trainer:
         self.criterion = losses.supervised_loss(config.loss, weight).to(self.device)
         self.distillation = config.distillation_terms()
         self.teacher = self._load_teacher() if self.distillation else None
-        self.optimizer = make_optimizer(config, model)
+        self.optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
         steps_per_epoch = len(self.batches)
         self.total_steps = config.epochs * steps_per_epoch
         self.schedule = PolySchedule(

@@ -1,0 +1,309 @@
+"""``road-seg-adapt``: adapt the student to your own roads from an unlabeled camera bag.
+
+    road-seg-adapt my_drive.mcap --out runs/adapted
+    ros2 launch road_seg_ros road_seg.launch.py model_path:=runs/adapted/adapted.safetensors
+
+A high-accuracy, non-real-time teacher labels the bag's frames (soft class
+probabilities); the real-time student is fine-tuned on them within a
+wall-clock budget (see training/self_training.py), mixed with labeled CamVid
+batches so it does not forget. Every few sampled frames are held out: the
+report compares the student before and after on them, against the teacher
+and, with ``--gt-topic``, against ground truth. Only ``--gt-topic`` makes the
+tool read any ground truth.
+
+DIR gets adapted.safetensors (a checkpoint like any other), report.md,
+report.json and mosaic.png; state.pt lets ``--resume`` continue a run.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..core.checkpoint import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
+from ..core.cli import exit_with
+from ..core.engine import SegmentationEngine
+from ..core.labels import color_table
+from ..core.options import DEVICES, EngineError, EngineOptions, default_checkpoint
+from ..core.resources import share_folders
+from ..training.augment import Augmentation, TrainAugmentation
+from ..training.config import TrainConfig
+from ..training.data import CamVid, DataError, class_weights
+from ..training.evaluate import MultiScalePredictor
+from ..training.metrics import ConfusionMatrix
+from ..training.self_training import SelfTraining, SelfTrainingSettings, resized_for_model
+from .bags import BagError, CameraBag
+from .replay_report import mosaic, overlay_tile
+
+DEFAULT_MINUTES = 15.0  # about 85 frames on a 2-core CPU (docs/results.md)
+TEACHER_SCALES = (0.75, 1.0, 1.25, 1.5)
+MIN_ADAPT_FRAMES = 8
+MIN_HELD_OUT = 2
+MIN_STEPS = 10  # a budget that cannot fit this many steps is refused before anything is written
+STATE_PERIOD_S = 60.0
+MOSAIC_FRAMES = 4
+RESULT = "adapted.safetensors"
+
+
+class AdaptError(RuntimeError):
+    """The adaptation cannot run as asked; the message is one line."""
+
+
+def committed_teacher() -> Path | None:
+    """The GPU-trained teacher committed under models/teacher/ (as parts of at most 15 MiB), joined once."""
+    for folder in share_folders("models"):
+        parts = sorted((folder / "teacher").glob("teacher.safetensors.part*"))
+        if parts:
+            joined = Path.home() / ".cache" / "road_seg_ros" / "teacher.safetensors"
+            if not joined.is_file() or joined.stat().st_size != sum(part.stat().st_size for part in parts):
+                joined.parent.mkdir(parents=True, exist_ok=True)
+                with open(joined.with_suffix(".tmp"), "wb") as out:
+                    for part in parts:
+                        out.write(part.read_bytes())
+                joined.with_suffix(".tmp").replace(joined)
+            return joined
+    return None
+
+
+def choose_teacher(teacher, base: Path) -> tuple[Path, str]:
+    """``--teacher``, else the committed GPU teacher, else the base student; and how the report names it."""
+    tta = f"multi-scale {'/'.join(f'{s:g}' for s in TEACHER_SCALES)} + flip"
+    if teacher:
+        return Path(teacher), f"--teacher {teacher} ({tta})"
+    committed = committed_teacher()
+    if committed is not None:
+        return committed, f"the committed GPU-trained teacher ({tta})"
+    return base, f"the base student itself with test-time augmentation ({tta}): no GPU teacher is committed yet"
+
+
+def read_frames(args) -> list:
+    """Every ``--every``-th frame of the bag (with ground truth only when ``--gt-topic`` is given)."""
+    with CameraBag(args.bag, args.topic, args.gt_topic, ground_truth=args.gt_topic is not None) as bag:
+        frames = [frame for index, frame in enumerate(bag.frames()) if index % args.every == 0]
+        topic = bag.topic
+    needed = MIN_ADAPT_FRAMES + MIN_HELD_OUT
+    if len(frames) < needed:
+        raise AdaptError(
+            f"{args.bag} gives {len(frames)} frames on {topic} with --every {args.every}; "
+            f"adaptation needs at least {needed}"
+        )
+    return frames
+
+
+def split_frames(frames: list, held_out_every: int) -> tuple[list, list]:
+    """(adaptation frames, held-out frames): one frame in ``held_out_every`` (at least two), spread evenly."""
+    count = max(MIN_HELD_OUT, len(frames) // held_out_every)
+    chosen = set(np.linspace(0, len(frames) - 1, count + 2)[1:-1].round().astype(int).tolist())
+    adapted = [frame for index, frame in enumerate(frames) if index not in chosen]
+    return adapted, [frames[index] for index in sorted(chosen)]
+
+
+def teacher_probabilities(predictor: MultiScalePredictor, frames, progress: bool) -> torch.Tensor:
+    """N x C x h x w half-precision class probabilities at the model's input size."""
+    rows = [
+        predictor.probabilities(frame.rgb).half().cpu() for frame in tqdm(frames, desc="teacher", disable=not progress)
+    ]
+    return torch.cat(rows)
+
+
+def source_dataset(args, seed: int) -> tuple[CamVid, torch.Tensor]:
+    """CamVid train with the training recipe's CPU augmentation, and its class weights."""
+    settings = Augmentation.from_config(TrainConfig(crop_size=(256, 320)))
+    dataset = CamVid(args.data, "train", transform=TrainAugmentation(settings, seed=seed), limit=args.source_limit)
+    return dataset, class_weights(dataset.labels)
+
+
+def adapt(args) -> dict:
+    started = time.perf_counter()
+    out = Path(args.out)
+    if (out / RESULT).exists() and not args.resume:
+        raise AdaptError(f"{out / RESULT} exists already; choose another --out (or --resume an unfinished run)")
+    if args.resume and not (out / "state.pt").is_file():
+        raise AdaptError(f"--resume: no unfinished run in {out} (no state.pt)")
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")  # fmt: skip
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AdaptError("--device cuda but no CUDA device is available")
+    frames = read_frames(args)
+    adapt_frames, held_out = split_frames(frames, args.held_out_every)
+    base = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    student, info = load_checkpoint(base)
+    teacher_path, teacher_text = choose_teacher(args.teacher, base)
+    teacher_engine = SegmentationEngine(EngineOptions(checkpoint=str(teacher_path), device=device.type,
+                                                      backend="torch", input_size=tuple(info.input_size)))  # fmt: skip
+    if teacher_engine.info.class_names != info.class_names:
+        raise AdaptError(f"teacher {teacher_path} and student {base} have different classes")
+    predictor = MultiScalePredictor(teacher_engine, TEACHER_SCALES, flip=True)
+    probabilities = teacher_probabilities(predictor, adapt_frames, args.progress)
+    held_out_teacher = [predictor(frame.rgb) for frame in held_out]
+    teacher_seconds = time.perf_counter() - started
+
+    source, weight = source_dataset(args, args.seed) if args.source_weight else (None, None)
+    settings = SelfTrainingSettings(source_weight=args.source_weight)
+    frames_tensor = torch.stack([resized_for_model(frame.rgb, info.input_size) for frame in adapt_frames])
+    loop = SelfTraining(student, frames_tensor, probabilities, source, weight, info, 60.0 * args.minutes, settings,
+                        device, args.seed)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        loop.load_state_dict(torch.load(out / "state.pt", map_location=device, weights_only=True))
+    history = run_budget(loop, out, args)
+    adapted = loop.adapted_model()
+    description = f"{info.description or base.name}, adapted to {Path(args.bag).name} without labels"
+    training = {"adapted_from": str(base), "bag": str(args.bag), "teacher": teacher_text, "steps": loop.steps,
+                "frames": len(adapt_frames), "minutes": args.minutes}  # fmt: skip
+    adapted_info = ModelInfo(**{**info.__dict__, "description": description, "training": training})
+    save_checkpoint(out / RESULT, adapted, adapted_info)
+    (out / "state.pt").unlink(missing_ok=True)  # finished: nothing left to resume
+    context = {
+        "bag": str(args.bag),
+        "base": str(base),
+        "teacher": teacher_text,
+        "frames": {"sampled": len(frames), "adapted": len(adapt_frames), "held_out": len(held_out)},
+        "every": args.every,
+        "budget_minutes": args.minutes,
+        "steps": loop.steps,
+        "seconds": {"teacher": teacher_seconds, "total": time.perf_counter() - started},
+        "final_losses": history[-1] if history else {},
+    }
+    return write_report(out, context, base, held_out, held_out_teacher, device)
+
+
+def run_budget(loop: SelfTraining, out: Path, args) -> list:
+    """Steps until the budget (or ``--max-steps``) is spent; the state is saved every minute for ``--resume``."""
+    first = time.perf_counter()
+    history = [loop.step()]
+    step_seconds = time.perf_counter() - first
+    if not args.resume and step_seconds * MIN_STEPS > 60.0 * args.minutes:
+        raise AdaptError(
+            f"--minutes {args.minutes:g} is too small: {MIN_STEPS} steps take about "
+            f"{step_seconds * MIN_STEPS / 60:.1f} min here"
+        )
+    saved = time.perf_counter()
+    bar = tqdm(total=round(60.0 * args.minutes), unit="s", desc="adapting", disable=not args.progress)
+    while not loop.budget_spent() and (args.max_steps is None or loop.steps < args.max_steps):
+        history.append(loop.step())
+        bar.n = min(bar.total, round(loop.schedule.elapsed()))
+        bar.set_postfix(step=loop.steps, **{name: f"{value:.3f}" for name, value in history[-1].items()})
+        if time.perf_counter() - saved > STATE_PERIOD_S:
+            _save_state(loop, out)
+            saved = time.perf_counter()
+    bar.close()
+    return history
+
+
+def _save_state(loop: SelfTraining, out: Path) -> None:
+    tmp = out / "state.pt.tmp"
+    torch.save(loop.state_dict(), tmp)
+    tmp.replace(out / "state.pt")
+
+
+def write_report(out: Path, context: dict, base: Path, held_out, teacher_labels, device) -> dict:
+    """Before/after on the held-out frames: agreement with the teacher, mIoU with ground truth if read."""
+    models = {"before": base, "after": out / RESULT}
+    predictions = {}
+    for name, path in models.items():
+        engine = SegmentationEngine(EngineOptions(checkpoint=str(path), device=device.type, backend="torch"))
+        predictions[name] = [engine.segment(frame.rgb).labels for frame in held_out]
+    names = engine.class_names
+    results = {}
+    for name, labels in predictions.items():
+        agreement = np.mean([np.mean(a == t) for a, t in zip(labels, teacher_labels)])
+        results[name] = {"teacher_agreement": 100.0 * float(agreement)}
+        truths = [(pred, frame.ground_truth) for pred, frame in zip(labels, held_out) if frame.ground_truth is not None]
+        if truths:
+            confusion = ConfusionMatrix(num_classes=len(names))
+            for pred, truth in truths:
+                confusion.update(pred, truth)
+            results[name].update(confusion.summary(names))
+    report = {**context, "held_out": results, "checkpoint": str(out / RESULT)}
+    colors = color_table()
+    picks = np.linspace(0, len(held_out) - 1, min(MOSAIC_FRAMES, len(held_out))).round().astype(int)
+    tiles = []
+    for index in picks:
+        panels = [(predictions["before"][index], "before"), (predictions["after"][index], "after"),
+                  (teacher_labels[index], "teacher")]  # fmt: skip
+        if held_out[index].ground_truth is not None:
+            panels.append((held_out[index].ground_truth, "ground truth"))
+        tiles.append(overlay_tile(held_out[index].rgb, panels, colors))
+    cv2.imwrite(str(out / "mosaic.png"), cv2.cvtColor(mosaic(tiles, columns=1), cv2.COLOR_RGB2BGR))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(format_markdown(report))
+    return report
+
+
+def format_markdown(report: dict) -> str:
+    frames, results = report["frames"], report["held_out"]
+    lines = [
+        f"# Adaptation to `{report['bag']}`",
+        "",
+        f"Base `{report['base']}`; teacher: {report['teacher']}.",
+        f"Frames: {frames['sampled']} sampled (every {report['every']}), {frames['adapted']} adapted, "
+        f"{frames['held_out']} held out. Budget {report['budget_minutes']:g} min: {report['steps']} steps; "
+        f"teacher pass {report['seconds']['teacher']:.0f} s, total {report['seconds']['total']:.0f} s.",
+        "",
+        "| held-out frames | agreement with the teacher (%) | mIoU (%) |",
+        "| --- | ---: | ---: |",
+    ]
+    for name in ("before", "after"):
+        miou = results[name].get("miou")
+        lines.append(
+            f"| {name} | {results[name]['teacher_agreement']:.2f} | {'n/a' if miou is None else f'{miou:.2f}'} |"
+        )
+    lines += ["", f"Checkpoint: `{report['checkpoint']}`", "", "![before / after / teacher](mosaic.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="road-seg-adapt", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bag", help="rosbag2 directory or .mcap/.db3 file of your camera (no labels needed)")
+    parser.add_argument("--topic", help="image topic (default: /camera/image_raw[/compressed] or the only one)")
+    parser.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th frame (default: all)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for adapted.safetensors and the report")
+    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help="wall-clock budget of the fine-tune")
+    parser.add_argument("--checkpoint", help="the student to adapt (default: the shipped one)")
+    parser.add_argument("--teacher", help="teacher checkpoint (default: the committed GPU teacher, else the student)")
+    parser.add_argument("--gt-topic", help="ground-truth topic: adds before/after mIoU on the held-out frames")
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument(
+        "--data", help="CamVid root for the labeled batches (default: $CAMVID_ROOT or ../shared/camvid)"
+    )
+    parser.add_argument(
+        "--source-weight", type=float, default=1.0, help="weight of the labeled CamVid batches (0: none)"
+    )
+    parser.add_argument("--source-limit", type=int, help=argparse.SUPPRESS)  # tests: fewer CamVid frames to load
+    parser.add_argument("--held-out-every", type=int, default=8, metavar="K", help="hold out every K-th frame")
+    parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (smoke runs)")
+    parser.add_argument("--resume", action="store_true", help="continue the unfinished run in DIR")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    args = parser.parse_args(argv)
+    for name, low in (("every", 1), ("held_out_every", 2), ("max_steps", 1)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            parser.error(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    if not args.minutes > 0:
+        parser.error(f"--minutes must be positive, got {args.minutes}")
+    if args.source_weight < 0:
+        parser.error(f"--source-weight must be 0 or more, got {args.source_weight}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        report = adapt(args)
+    except (AdaptError, BagError, CheckpointError, EngineError, DataError, FloatingPointError, OSError) as error:
+        exit_with("road-seg-adapt", error)
+    except KeyboardInterrupt:
+        exit_with("road-seg-adapt", f"interrupted; --resume continues from {args.out}/state.pt if saved")
+    print(format_markdown(report).split("\n\n")[2])  # the before/after table
+    print(f"adapted checkpoint: {report['checkpoint']}; report: {Path(args.out) / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The optimiser and the learning-rate schedule every training loop here uses."""
+
+import time
+
+import torch
+
+
+class PolySchedule:
+    """Linear warm-up, then poly decay (power 0.9) over steps, or over a time budget if that runs out first."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, budget_seconds: float = 0.0, power: float = 0.9):
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.budget_seconds, self.power = budget_seconds, power
+        self.elapsed_before = 0.0  # seconds spent in earlier runs of a resumed training
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def progress(self, step: int) -> float:
+        by_steps = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        by_time = self.elapsed() / self.budget_seconds if self.budget_seconds else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return (1.0 - self.progress(step)) ** self.power
+
+
+def make_optimizer(model, kind: str, lr: float, weight_decay: float):
+    """AdamW or SGD (Nesterov), with no weight decay on BatchNorm parameters and biases."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"optimizer must be adamw or sgd, got {kind!r}")

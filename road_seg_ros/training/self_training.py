@@ -1,0 +1,177 @@
+"""Self-training on unlabeled frames: the student learns a teacher's soft targets on a new drive.
+
+Each step mixes a batch of the new drive's frames, strongly augmented, with
+the teacher's class probabilities warped alike (pixel KD and CWD), plus
+cross-entropy on the pixels the teacher is confident about (a threshold per
+class, as CBST does, so road and sky do not drown the rare classes), with a
+labeled CamVid batch so the classes rare on the new drive are not forgotten.
+The weights are averaged (EMA) and, at the end, the BatchNorm statistics are
+re-estimated on the new drive's frames alone (AdaBN).
+"""
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+
+from ..core.labels import IGNORE_INDEX
+from ..core.preprocess import Normalize, is_shrinking
+from .augment import Augmentation, DeviceAugmentation
+from .losses import DistillationTerm, supervised_loss
+from .optim import PolySchedule, make_optimizer
+
+
+@dataclass(frozen=True)
+class SelfTrainingSettings:
+    lr: float = 5e-4  # a fine-tune: a tenth of from-scratch training's peak
+    weight_decay: float = 0.01
+    target_batch: int = 4
+    source_batch: int = 4
+    source_weight: float = 1.0  # the labeled CamVid batch's cross-entropy
+    confident_weight: float = 1.0  # cross-entropy on the teacher's confident pixels
+    confidence_quantile: float = 0.5  # per class: the median confidence of its pixels, capped below
+    max_threshold: float = 0.9
+    ema_decay: float = 0.99
+    warmup_steps: int = 20
+    distillation: tuple = (DistillationTerm("pixel", 1.0, 1.0), DistillationTerm("cwd", 3.0, 4.0))
+    # Strong views of the new drive: no rotation or shrinking below the crop, so no void padding.
+    augmentation: Augmentation = Augmentation(
+        crop_size=(256, 320),
+        scale_range=(0.75, 1.5),
+        rotation_degrees=0.0,
+        jitter=0.4,
+        hue_degrees=20.0,
+        gamma_range=(0.6, 1.6),
+        blur_probability=0.0,
+        noise_std=6.0,
+        rare_crop_probability=0.0,
+        rare_classes=(),
+    )
+
+
+def class_thresholds(probabilities: torch.Tensor, quantile: float, cap: float) -> torch.Tensor:
+    """Per class, the ``quantile`` of the teacher's confidence over the pixels it gives that class, at most ``cap``.
+
+    ``probabilities``: N x C x H x W. Classes the teacher never predicts get ``cap``.
+    """
+    confidence, labels = probabilities.float().max(dim=1)
+    thresholds = torch.full((probabilities.shape[1],), cap)
+    for label in labels.unique().tolist():
+        values = confidence[labels == label]
+        sample = values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(label))[:100_000]]
+        thresholds[label] = min(cap, float(torch.quantile(sample, quantile)))
+    return thresholds
+
+
+def pseudo_labels(probabilities: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """The teacher's labels where it is confident for that class, void elsewhere (N x H x W int64)."""
+    confidence, labels = probabilities.float().max(dim=1)
+    labels[confidence < thresholds.to(labels.device)[labels]] = IGNORE_INDEX
+    return labels
+
+
+class SelfTraining:
+    """The adaptation loop's state: student, its average, optimiser, schedule, and the data it draws from.
+
+    ``frames``: N x 3 x h x w uint8 of the new drive at the model's input size; ``probabilities``: the
+    teacher's N x C x h x w class probabilities for them; ``source``: a CamVid dataset whose transform
+    augments (or None for no labeled batches); ``class_weight``: the source loss's class weights.
+    """
+
+    def __init__(self, student, frames, probabilities, source, class_weight, info, budget_seconds, settings,
+                 device, seed=0):  # fmt: skip
+        self.settings, self.device = settings, device
+        self.student = student.to(device).train()
+        self.ema = AveragedModel(self.student, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
+        self.normalize = Normalize(info.mean, info.std).to(device)
+        self.frames, self.probabilities = frames, probabilities
+        self.labels = pseudo_labels(probabilities, class_thresholds(probabilities, settings.confidence_quantile,
+                                                                    settings.max_threshold))  # fmt: skip
+        self.generator = torch.Generator().manual_seed(seed)
+        self.augment = DeviceAugmentation(settings.augmentation, self.generator)
+        self.source = iter(()) if source is None else _forever(source, settings.source_batch, seed)
+        self.source_loss = supervised_loss("weighted_ce", class_weight.to(device)) if source is not None else None
+        self.confident_loss = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        self.optimizer = make_optimizer(self.student, "adamw", settings.lr, settings.weight_decay)
+        # steps are open-ended: the time budget alone anneals the learning rate
+        self.schedule = PolySchedule(10**9, settings.warmup_steps, budget_seconds)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.steps = 0
+
+    def step(self) -> dict:
+        """One optimisation step; returns its loss terms."""
+        index = torch.randint(len(self.frames), (self.settings.target_batch,), generator=self.generator)
+        images, labels, soft = self.augment(self.frames[index], self.labels[index], self.probabilities[index])
+        logits = self.student(self.normalize(images.to(self.device)))["out"]
+        teacher_logits = torch.log(soft.to(self.device).clamp_min(1e-6))
+        parts = {f"kd_{term.name}": term(logits, teacher_logits) for term in self.settings.distillation}
+        parts["confident"] = self.settings.confident_weight * self.confident_loss(logits, labels.to(self.device))
+        if self.source_loss is not None:
+            images, labels = next(self.source)
+            source_logits = self.student(self.normalize(images.to(self.device)))["out"]
+            parts["source"] = self.settings.source_weight * self.source_loss(source_logits, labels.to(self.device))
+        loss = sum(parts.values())
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"the adaptation loss became {loss.item()} at step {self.steps}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update_parameters(self.student)
+        self.steps += 1
+        return {name: value.item() for name, value in parts.items()}
+
+    def budget_spent(self) -> bool:
+        return self.schedule.elapsed() >= self.schedule.budget_seconds
+
+    @torch.no_grad()
+    def adapted_model(self, batch_size: int = 8):
+        """The averaged weights with BatchNorm statistics re-estimated on the new drive's frames (eval mode)."""
+        model = self.ema.module
+        norms = [module for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over every frame below
+        model.train()
+        for start in range(0, len(self.frames), batch_size):
+            model(self.normalize(self.frames[start : start + batch_size].to(self.device)))
+        for norm in norms:
+            norm.momentum = 0.1
+        return model.eval()
+
+    def state_dict(self) -> dict:
+        return {
+            "student": self.student.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "elapsed_seconds": self.schedule.elapsed(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.schedule.elapsed_before = state["elapsed_seconds"]
+        self.steps = state["steps"]
+
+
+def _forever(dataset, batch_size: int, seed: int):
+    """Labeled batches without end, reshuffled each pass."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
+
+
+def resized_for_model(rgb, input_size) -> torch.Tensor:
+    """An H x W x 3 uint8 frame at the model's input size, as the engine resizes it, as a 3 x h x w tensor."""
+    height, width = input_size
+    if rgb.shape[:2] != tuple(input_size):
+        interpolation = cv2.INTER_AREA if is_shrinking(rgb.shape[:2], input_size) else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (width, height), interpolation=interpolation)
+    return torch.from_numpy(rgb.transpose(2, 0, 1).copy())

@@ -1,0 +1,116 @@
+"""road-seg-adapt: a tiny bag adapts end to end in seconds; the no-label path never reads ground truth;
+bad inputs end in one line with nothing left behind as a result."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import camvid_drive_frames, cpu_engine
+
+from road_seg_ros.core.checkpoint import load_checkpoint, read_info
+from road_seg_ros.tools import bags
+from road_seg_ros.tools.adapt import main
+from road_seg_ros.tools.bags import write_camera_bag
+from road_seg_ros.training.self_training import SelfTraining, SelfTrainingSettings
+
+FRAMES = 12
+QUICK = ["--max-steps", "3", "--source-limit", "4", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory):
+    """A compressed drive whose ground-truth topic is unreadable (32FC1): only --gt-topic may touch it."""
+    path = tmp_path_factory.mktemp("adapt") / "drive.mcap"
+    frames = camvid_drive_frames("Seq05VD", FRAMES)
+    write_camera_bag(path, [(rgb, None) for rgb, _ in frames], encoding="jpeg")
+    with bags.BagRecorder(path.with_name("with_gt.mcap")) as recorder, bags.CameraBag(path) as source:
+        for frame in source.frames():
+            recorder.write(bags.COMPRESSED_TOPIC, frame.msgtype, frame.stamp_ns, frame.rawdata)
+            bad_truth = bags.TYPESTORE.types[bags.IMAGE_TYPE](
+                header=bags._header(frame.stamp_ns), height=2, width=2, encoding="32FC1", is_bigendian=0, step=8,
+                data=np.zeros(16, np.uint8),
+            )  # fmt: skip
+            recorder.write(bags.GROUND_TRUTH_TOPIC, bags.IMAGE_TYPE, frame.stamp_ns,
+                           bytes(bags.TYPESTORE.serialize_cdr(bad_truth, bags.IMAGE_TYPE)))  # fmt: skip
+    return path.with_name("with_gt.mcap")
+
+
+@pytest.fixture(scope="module")
+def adapted(drive, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapted")
+    main([str(drive), "--out", str(out), "--checkpoint", str(tiny_checkpoint), "--minutes", "5", *QUICK])
+    return out
+
+
+def one_line_error(argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(arg) for arg in argv])
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith("road-seg-adapt: ") and "\n" not in message
+    return message
+
+
+def test_a_tiny_bag_adapts_to_a_loadable_checkpoint_and_a_report(adapted, tiny_checkpoint):
+    info = read_info(adapted / "adapted.safetensors")
+    assert info.arch == read_info(tiny_checkpoint).arch and info.training["steps"] == 3
+    engine = cpu_engine(adapted / "adapted.safetensors")  # loads like any checkpoint, in the node's engine
+    assert engine.segment(np.zeros((120, 160, 3), np.uint8)).labels.shape == (120, 160)
+    report = json.loads((adapted / "report.json").read_text())
+    assert report["frames"] == {"sampled": FRAMES, "adapted": 10, "held_out": 2}
+    assert "base student itself" in report["teacher"]
+    for when in ("before", "after"):
+        assert 0.0 <= report["held_out"][when]["teacher_agreement"] <= 100.0
+        assert "miou" not in report["held_out"][when]  # no --gt-topic: no ground truth read
+    assert (adapted / "mosaic.png").stat().st_size > 0 and not (adapted / "state.pt").exists()
+    assert "| after |" in (adapted / "report.md").read_text()
+
+
+def test_asking_for_the_ground_truth_reads_it(drive, tiny_checkpoint, tmp_path):
+    """The same bag with --gt-topic fails on its unreadable ground truth: proof the default path never read it."""
+    message = one_line_error([drive, "--out", tmp_path, "--checkpoint", tiny_checkpoint,
+                              "--gt-topic", bags.GROUND_TRUTH_TOPIC, *QUICK])  # fmt: skip
+    assert "ground-truth encoding '32FC1'" in message
+    assert not (tmp_path / "adapted.safetensors").exists()
+
+
+def test_bad_inputs_are_one_line_and_leave_no_result(drive, tiny_checkpoint, tmp_path):
+    imu = tmp_path / "imu"
+    with bags.BagRecorder(imu) as recorder:
+        recorder._guard(recorder._writer.add_connection, "/imu", "sensor_msgs/msg/Imu", typestore=bags.TYPESTORE)
+    cases = {
+        "no camera image topic": [imu],
+        "topic /front/image is not an image topic": [drive, "--topic", "/front/image"],
+        "adaptation needs at least 10": [drive, "--every", "3"],
+        "--minutes 0.0001 is too small": [drive, "--minutes", "0.0001"],
+        "no unfinished run": [drive, "--resume"],
+    }
+    for words, argv in cases.items():
+        out = tmp_path / words.split()[0].strip("-")
+        assert words in one_line_error([*argv, "--out", out, "--checkpoint", tiny_checkpoint, *QUICK])
+        assert not (out / "adapted.safetensors").exists()
+
+
+def test_an_existing_result_is_not_overwritten(adapted, drive, tiny_checkpoint):
+    assert "exists already" in one_line_error([drive, "--out", adapted, "--checkpoint", tiny_checkpoint, *QUICK])
+
+
+def test_the_loop_state_resumes_exactly(tiny_checkpoint):
+    def loop():
+        student, info = load_checkpoint(tiny_checkpoint)
+        frames = torch.randint(0, 256, (4, 3, 96, 128), dtype=torch.uint8)
+        probabilities = torch.softmax(torch.randn(4, 11, 96, 128), dim=1)
+        defaults = SelfTrainingSettings()
+        augmentation = dataclasses.replace(defaults.augmentation, crop_size=(64, 96))
+        settings = dataclasses.replace(defaults, target_batch=2, augmentation=augmentation)
+        return SelfTraining(student, frames, probabilities, None, None, info, 60.0, settings, torch.device("cpu"))
+
+    first = loop()
+    first.step()
+    state = first.state_dict()
+    second = loop()
+    second.load_state_dict(state)
+    assert second.steps == 1
+    for name, value in first.ema.module.state_dict().items():
+        assert torch.equal(value, second.ema.module.state_dict()[name]), name
