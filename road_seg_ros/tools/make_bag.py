@@ -1,6 +1,7 @@
 """``road-seg-make-bag``: a CamVid drive as a rosbag2 camera recording with its ground truth.
 
     road-seg-make-bag --data ../shared/camvid --split test --drive Seq05VD --out bags/seq05vd --transport compressed
+    road-seg-make-bag --drive Seq05VD --start 1 --every 2 --no-ground-truth --out seq05vd_odd.mcap   # unlabeled
 
 Frames go out in time order on /camera/image_raw (rgb8) or
 /camera/image_raw/compressed (jpeg), with /camera/camera_info and the labels
@@ -29,11 +30,14 @@ def drive_samples(root, split: str, drive: str, limit=None):
     return chosen
 
 
-def make_bag(root, split, drive, out, storage="mcap", transport="raw", rate_hz=DEFAULT_RATE_HZ, limit=None) -> int:
-    """Writes the drive's frames and ground truth to ``out``; returns the number of frames."""
-    samples = drive_samples(root, split, drive, limit)
-    frames = ((load_rgb(s.image), load_label(s.label)) for s in samples)
-    return write_camera_bag(out, frames, storage, TRANSPORT_ENCODINGS[transport], rate_hz, JPEG_QUALITY)
+def make_bag(args) -> int:
+    """Writes the chosen frames of the drive (with their ground truth unless told not to); returns how many."""
+    samples = drive_samples(args.data, args.split, args.drive)[args.start :: args.every][: args.limit]
+    if not samples:
+        raise DataError(f"--start {args.start} --every {args.every} leaves no frame of {args.drive}")
+    frames = ((load_rgb(s.image), load_label(s.label) if args.ground_truth else None) for s in samples)
+    encoding = TRANSPORT_ENCODINGS[args.transport]
+    return write_camera_bag(args.out, frames, args.storage, encoding, args.rate / args.every, JPEG_QUALITY)
 
 
 def parse_args(argv=None):
@@ -45,16 +49,25 @@ def parse_args(argv=None):
     parser.add_argument("--storage", default="mcap", choices=STORAGES)
     parser.add_argument("--transport", default="raw", choices=tuple(TRANSPORT_ENCODINGS))
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, metavar="HZ", help="frame rate of the stamps")
-    parser.add_argument("--limit", type=int, metavar="N", help="only the first N frames of the drive")
-    return parser.parse_args(argv)
+    parser.add_argument("--start", type=int, default=0, metavar="K", help="first frame, counting from 0 (default 0)")
+    parser.add_argument("--every", type=int, default=1, metavar="N", help="every N-th frame from --start (default 1)")
+    parser.add_argument("--limit", type=int, metavar="N", help="at most N frames")
+    parser.add_argument(
+        "--no-ground-truth", dest="ground_truth", action="store_false", help="leave the labels out (unlabeled drive)"
+    )
+    args = parser.parse_args(argv)
+    for name, low in (("start", 0), ("every", 1), ("limit", 1)):
+        if getattr(args, name) is not None and getattr(args, name) < low:
+            parser.error(f"--{name} must be at least {low}, got {getattr(args, name)}")
+    if args.rate <= 0:
+        parser.error(f"--rate must be positive, got {args.rate}")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        count = make_bag(
-            args.data, args.split, args.drive, args.out, args.storage, args.transport, args.rate, args.limit
-        )
+        count = make_bag(args)
     except (BagError, DataError) as error:
         exit_with("road-seg-make-bag", error)
     print(f"wrote {count} frames of {args.drive} ({args.split}) to {args.out}")

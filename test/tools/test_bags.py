@@ -240,3 +240,21 @@ def test_ros1_bag_is_refused_with_the_conversion_to_run(tmp_path):
     path.write_bytes(b"#ROSBAG V2.0\n")
     with pytest.raises(BagError, match="is a ROS 1 bag; convert it first: rosbags-convert"):
         CameraBag(path)
+
+
+def test_make_bag_splits_a_drive_into_unlabeled_odd_and_labeled_even_frames(tmp_path):
+    odd, even = tmp_path / "odd.mcap", tmp_path / "even.mcap"
+    common = ["--split", "test", "--drive", "0001TP", "--every", "2", "--limit", "2"]
+    make_bag_main([*common, "--start", "1", "--no-ground-truth", "--out", str(odd)])
+    make_bag_main([*common, "--start", "0", "--out", str(even)])
+    expected = camvid_drive_frames("0001TP", 4)
+    odd_bag, odd_frames = read_all(odd)
+    _, even_frames = read_all(even)
+    assert odd_bag.gt_topic is None and all(frame.ground_truth is None for frame in odd_frames)
+    for frames, offset in ((odd_frames, 1), (even_frames, 0)):
+        for frame, (rgb, label) in zip(frames, expected[offset::2], strict=True):
+            np.testing.assert_array_equal(frame.rgb, rgb)
+            if frame.ground_truth is not None:
+                np.testing.assert_array_equal(frame.ground_truth, label)
+    with pytest.raises(SystemExit, match="leaves no frame"):
+        make_bag_main(["--drive", "0001TP", "--start", "5000", "--out", str(tmp_path / "none.mcap")])
