@@ -1,15 +1,17 @@
-"""Starts road_seg_node with config/road_seg.yaml, the large-frame DDS profile and, optionally, RViz.
+"""Starts road_seg_node with config/road_seg.yaml and, optionally, RViz on its outputs.
 
 ros2 launch road_seg_ros road_seg.launch.py image:=/camera/image_raw device:=cuda rviz:=true
+
+The node applies the large-frame DDS profile (config/fastdds.xml) itself, unless one is set.
 """
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.launch_description import LaunchDescription  # `from launch import` would read as our launch/ folder
-from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 PACKAGE = "road_seg_ros"
@@ -17,9 +19,7 @@ EXECUTABLE = "road_seg_node"
 NODE_NAME = "road_seg"
 PARAMS_FILE = "road_seg.yaml"
 RVIZ_CONFIG = "road_seg.rviz"
-DDS_PROFILE = "fastdds.xml"
-# Fast DDS 2.x (these distros) reads only the old variable; Fast DDS 3 warns that it is deprecated.
-FASTDDS_2_DISTROS = ("humble", "iron", "jazzy")
+RVIZ_PACKAGE = "rviz2"
 # Launch arguments named after node parameters: given a value, they override the params file.
 PARAMETER_ARGUMENTS = {
     "input_transport": "raw (sensor_msgs/Image on image) or compressed (image/compressed)",
@@ -43,24 +43,10 @@ def generate_launch_description():
                 for name, text in PARAMETER_ARGUMENTS.items()
             ),
             DeclareLaunchArgument("rviz", default_value="false", description="also start RViz on the outputs"),
-            *_dds_profile_variables(os.path.join(share, "config", DDS_PROFILE)),
             OpaqueFunction(function=_start_node),
-            Node(
-                package="rviz2",
-                executable="rviz2",
-                arguments=["-d", os.path.join(share, "config", RVIZ_CONFIG)],
-                condition=IfCondition(LaunchConfiguration("rviz")),
-            ),
+            OpaqueFunction(function=_start_rviz, kwargs={"config": os.path.join(share, "config", RVIZ_CONFIG)}),
         ]
     )
-
-
-def _dds_profile_variables(profile):
-    """Large frames need the profile in every process that sends them; a profile the user set wins."""
-    names = ["FASTDDS_DEFAULT_PROFILES_FILE"]
-    if os.environ.get("ROS_DISTRO") in FASTDDS_2_DISTROS:
-        names.append("FASTRTPS_DEFAULT_PROFILES_FILE")
-    return [SetEnvironmentVariable(name, EnvironmentVariable(name, default_value=profile)) for name in names]
 
 
 def _start_node(context):
@@ -80,3 +66,15 @@ def _start_node(context):
             emulate_tty=True,
         )
     ]
+
+
+def _start_rviz(context, config):
+    """RViz when asked for and installed. A missing rviz2 is one line, not an error: an error would stop
+    launch, and the node it already started would be left running on its own."""
+    if not IfCondition(LaunchConfiguration("rviz")).evaluate(context):
+        return []
+    try:
+        get_package_prefix(RVIZ_PACKAGE)
+    except PackageNotFoundError:
+        return [LogInfo(msg=f"rviz:=true, but {RVIZ_PACKAGE} is not installed: starting without RViz")]
+    return [Node(package=RVIZ_PACKAGE, executable=RVIZ_PACKAGE, arguments=["-d", config])]

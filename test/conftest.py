@@ -103,8 +103,8 @@ class RosClient(client.RosClient):
 
 
 def exchange(publisher, msg, inbox: Inbox, predicate, timeout: float = 90.0, period: float = 0.3):
-    """Publishes ``msg`` every ``period`` until a matching reply arrives: the first ones may be
-    lost while the node starts or discovery completes (best-effort QoS)."""
+    """Publishes ``msg`` every ``period`` until a matching reply arrives: the first ones may be lost
+    while the node starts, discovery completes or its input follows a new publisher's QoS (best effort)."""
     deadline = time.monotonic() + timeout
     while True:
         publisher.publish(msg)

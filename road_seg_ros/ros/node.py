@@ -18,7 +18,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -26,7 +25,7 @@ from ..core.checkpoint import CheckpointError
 from ..core.engine import SegmentationEngine
 from ..core.frames import stamp_ns
 from ..core.options import EngineError, EngineOptions
-from . import diagnostics
+from . import diagnostics, qos
 from .image_conversion import ImageError, array_to_image, compressed_to_rgb, image_to_rgb
 from .params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME
 from .runtime import apply_dds_profile, fast_executor
@@ -85,18 +84,23 @@ class RoadSegNode(Node):
             self.declare_parameter(param.name, param.default, param.descriptor())
         self.engine = SegmentationEngine(EngineOptions.from_parameters(self._values()))
         self.engine.segment(np.zeros((*self.engine.input_size, 3), np.uint8))  # warm-up off the first frame's clock
-        qos = self._qos()
+        output_qos = qos.profile(qos.POLICIES[self._param("output_reliability")], self._param("qos_depth"))
         compressed = self._param("input_transport") == "compressed"
         self._decode = compressed_to_rgb if compressed else image_to_rgb
         self._outputs = {
-            "label": self.create_publisher(Image, "~/label", qos),
-            "color": self.create_publisher(Image, "~/color", qos),
-            "overlay": self.create_publisher(Image, "~/overlay", qos),
-            "timing": self.create_publisher(DiagnosticArray, "~/timing", qos),
+            "label": self.create_publisher(Image, "~/label", output_qos),
+            "color": self.create_publisher(Image, "~/color", output_qos),
+            "overlay": self.create_publisher(Image, "~/overlay", output_qos),
+            "timing": self.create_publisher(DiagnosticArray, "~/timing", output_qos),
         }
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._input = self.create_subscription(
-            CompressedImage if compressed else Image, "image/compressed" if compressed else "image", self._receive, qos
+        self._input = qos.InputSubscription(
+            self,
+            CompressedImage if compressed else Image,
+            "image/compressed" if compressed else "image",
+            self._receive,
+            self._param("qos_reliability"),
+            self._param("qos_depth"),
         )
         self._latest = LatestFrame()
         self._stats = diagnostics.FrameStats()
@@ -106,8 +110,9 @@ class RoadSegNode(Node):
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         engine = self.engine
         self.get_logger().info(
-            f"ready: {engine.model_name} on {engine.device} ({engine.precision}, {engine.backend}), "
-            f"input {self._input.topic_name} ({self._param('qos_reliability')}, depth {self._param('qos_depth')})"
+            f"ready: {engine.checkpoint or engine.model_name} on {engine.device} ({engine.precision}, "
+            f"{engine.backend}), input {self._input.topic_name} ({self._input.describe()}), "
+            f"outputs {self._param('output_reliability')}, depth {self._param('qos_depth')}"
         )
 
     def close(self) -> None:
@@ -120,15 +125,6 @@ class RoadSegNode(Node):
 
     def _values(self) -> dict:
         return {param.name: self._param(param.name) for param in PARAMETERS}
-
-    def _qos(self) -> QoSProfile:
-        reliable = self._param("qos_reliability") == "reliable"
-        return QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=self._param("qos_depth"),
-            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-            durability=DurabilityPolicy.VOLATILE,
-        )
 
     def _check_parameters(self, parameters) -> SetParametersResult:
         for parameter in parameters:

@@ -9,7 +9,8 @@ from ..core.options import DEFAULTS, DEVICES, PRECISIONS
 from ..core.resources import NODE_NAME, PARAMS_FILE_NAME
 
 __all__ = ["NODE_NAME", "PARAMETERS", "PARAMETERS_BY_NAME", "PARAMS_FILE_NAME", "Param"]
-QOS_RELIABILITIES = ("best_effort", "reliable")
+INPUT_RELIABILITIES = ("best_available", "best_effort", "reliable")
+OUTPUT_RELIABILITIES = ("reliable", "best_effort")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,13 @@ PARAMETERS = (
     ),
     Param("num_threads", DEFAULTS.num_threads, "CPU threads for inference; 0: the runtime's default", limits=(0, 256)),
     Param("input_transport", "raw", "raw: subscribe 'image'; compressed: 'image/compressed'", ("raw", "compressed")),
-    Param("qos_reliability", "best_effort", "Reliability of the input and outputs", QOS_RELIABILITIES),
+    Param(
+        "qos_reliability",
+        "best_available",
+        "Reliability of the input; best_available: what the camera offers (REP 2003)",
+        INPUT_RELIABILITIES,
+    ),
+    Param("output_reliability", "reliable", "Reliability of the outputs", OUTPUT_RELIABILITIES),
     Param("qos_depth", 1, "History depth of the input and outputs", limits=(1, 100)),
     Param("overlay_alpha", 0.5, "Weight of the class colours in ~/overlay", limits=(0.0, 1.0), read_only=False),
     Param(

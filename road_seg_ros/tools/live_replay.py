@@ -53,7 +53,8 @@ class LiveReplay:
         self.probe_answered = False
         self.last_output_at = 0.0
         self.client = RosClient("road_seg_replay")
-        # Reliable publishing reaches best-effort subscribers too; the node's own QoS decides what it drops.
+        # Reliable, as camera drivers publish: the node's best_available input hears it reliably, so no frame
+        # is lost on the way; what the node drops is its own choice (newest frame wins), and counted.
         message_class = CompressedImage if camera_bag.msgtype == COMPRESSED_TYPE else Image
         self.publisher = self.client.node.create_publisher(
             message_class, camera_bag.topic, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

@@ -40,7 +40,8 @@ class Client(RosClient):
 
     def __init__(self):
         super().__init__("road_seg_bench")
-        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)  # the node's default
+        # A camera driver's and RViz's default: the node's best_available input hears it reliably (REP 2003).
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.publisher = self.node.create_publisher(Image, "image", qos)
         self.node.create_subscription(Image, f"/{NODE_NAME}/label", self._on_label, qos)
         self.node.create_subscription(DiagnosticArray, f"/{NODE_NAME}/timing", self._on_timing, qos)

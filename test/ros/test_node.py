@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from camera_process import road_frame
 from conftest import DIAGNOSTICS_QOS, NODE_EXECUTABLE, PARAMS_FILE, REPO_ROOT, cpu_engine, diagnostic_values, exchange
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -26,12 +27,6 @@ from road_seg_ros.ros.params import PARAMETERS
 TIMING_KEYS = {"decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "publish_ms", "total_ms", "age_ms"}
 NODE_PARAMS = {"device": "cpu", "num_threads": 1, "min_fps": 0.0}
 BURST = 12
-
-
-def road_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A smooth random RGB frame: regions large enough for the model to label differently."""
-    coarse = np.random.default_rng(seed).integers(0, 256, (max(height // 16, 2), max(width // 16, 2), 3), np.uint8)
-    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def stamped(frame_id: str, sec: int = 1_700_000_000, nanosec: int = 123_456_789) -> Header:
@@ -251,16 +246,6 @@ def test_overlay_alpha_set_while_running_changes_the_overlay(ros, raw, engine):
         assert not np.array_equal(overlay, engine.overlay(rgb, labels, 0.5))
     finally:
         assert set_parameter(ros, raw["node"], "overlay_alpha", 0.5).successful
-
-
-@pytest.mark.parametrize(("width", "height"), [(1280, 720), (1920, 1080)])
-def test_large_frames_from_another_process_arrive_and_come_back(raw, engine, width, height):
-    rgb = road_frame(height, width, seed=7)
-    msg = rgb_to_image(rgb, stamped(f"large_{width}x{height}"), encoding="bgr8")
-    labels = labels_for(raw, msg)
-    assert np.array_equal(labels, engine.segment(rgb).labels)
-    overlay = raw["overlay"].wait_for(same_header(msg.header))
-    assert (overlay.width, overlay.height, len(overlay.data)) == (width, height, width * height * 3)
 
 
 @pytest.fixture(scope="module")
