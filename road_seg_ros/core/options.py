@@ -2,7 +2,8 @@
 
 The node's parameters, ``road-seg-eval``, ``road-seg-replay --offline`` and
 ``road-seg-bench`` all fill an ``EngineOptions``; the choices for device and
-precision live here, those for the backend in the backend registry.
+precision live here, those for the backend (and which precisions each runs,
+and what "auto" picks) in the backend registry.
 """
 
 from dataclasses import dataclass, fields, replace
