@@ -266,8 +266,10 @@ def resolve_backend(backend: str, device: torch.device, precision: str = "auto")
         places = " and ".join(chosen.precisions)
         raise EngineError(f"backend {backend!r} runs on {places} only; use another device or backend")
     if precision != "auto" and precision not in chosen.precisions[device.type]:
-        raise EngineError(f"precision {precision!r} {where_precision_runs(precision)}, not with {backend} on "
-                          f"{device.type}; {backend} there runs {' and '.join(chosen.precisions[device.type])}")
+        raise EngineError(
+            f"precision {precision!r} {where_precision_runs(precision)}, not with {backend} on "
+            f"{device.type}; {backend} there runs {' and '.join(chosen.precisions[device.type])}"
+        )
     if not chosen.installed():
         raise EngineError(f"backend {backend!r} needs the Python package {chosen.module!r}, which is not installed")
     return chosen
@@ -275,6 +277,10 @@ def resolve_backend(backend: str, device: torch.device, precision: str = "auto")
 
 def where_precision_runs(precision: str) -> str:
     """E.g. "runs with torch on cuda": the backends and devices of the registry that run ``precision``."""
-    places = [f"{name} on {device}" for name, entry in REGISTRY.items() for device, runs in entry.precisions.items()
-              if precision in runs]
+    places = [
+        f"{name} on {device}"
+        for name, entry in REGISTRY.items()
+        for device, runs in entry.precisions.items()
+        if precision in runs
+    ]
     return f"runs with {' or '.join(places)} only"

@@ -215,4 +215,3 @@ def file_digest(*paths) -> str:
             for chunk in iter(lambda handle=handle: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-

@@ -53,8 +53,9 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, out, input_size=None) -
     return out
 
 
-def export_openvino(model, info: ModelInfo, checkpoint: Path, out=None, input_size=None, precision="fp32",
-                    frames=None) -> Path:
+def export_openvino(
+    model, info: ModelInfo, checkpoint: Path, out=None, input_size=None, precision="fp32", frames=None
+) -> Path:
     """Writes ``model`` as an OpenVINO IR (.xml and .bin) recording ``info`` and the checkpoint's SHA-256; int8
     quantizes it on ``frames`` (uint8, at ``input_size``). Default place: beside the checkpoint, where the engine
     looks for int8 models."""
@@ -130,10 +131,16 @@ def parse_args(argv=None):
     parser.add_argument(
         "--precision", default="fp32", choices=FORMAT_PRECISIONS["openvino"], help="int8: openvino only (NNCF)"
     )
-    parser.add_argument("--data", help="int8: CamVid root for the calibration frames (default: $CAMVID_ROOT or "
-                        "../shared/camvid)")
-    parser.add_argument("--calibration-frames", type=int, default=CALIBRATION_FRAMES, metavar="N",
-                        help=f"int8: train frames to calibrate on (default {CALIBRATION_FRAMES})")
+    parser.add_argument(
+        "--data", help="int8: CamVid root for the calibration frames (default: $CAMVID_ROOT or ../shared/camvid)"
+    )
+    parser.add_argument(
+        "--calibration-frames",
+        type=int,
+        default=CALIBRATION_FRAMES,
+        metavar="N",
+        help=f"int8: train frames to calibrate on (default {CALIBRATION_FRAMES})",
+    )
     args = parser.parse_args(argv)
     if args.format == "onnx" and args.out is None:
         parser.error("--format onnx needs --out FILE")
@@ -165,6 +172,8 @@ def run(args) -> str:
     frames = frames[:CHECK_FRAMES]
     agreement = label_agreement(predict, model, info, frames)
     if agreement < MIN_AGREEMENT[args.precision]:
+        for path in (out, out.with_suffix(".bin")) if args.format == "openvino" else (out,):
+            path.unlink(missing_ok=True)  # never leave a file that failed its check where the engine finds it
         raise ExportError(
             f"{out}: {args.format} {args.precision} labels match PyTorch on only {agreement:.2%} of pixels "
             f"(need {MIN_AGREEMENT[args.precision]:.1%})"
