@@ -5,6 +5,7 @@ in the test process and inherited by every node the tests start.
 """
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -160,6 +161,23 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     arch = {"name": "student", "size": "tiny"}
     info = ModelInfo(arch=arch, input_size=TINY_INPUT_SIZE, description="untrained tiny student, for tests")
     return save_checkpoint(tmp_path_factory.mktemp("checkpoint") / "tiny.safetensors", build_model(arch).eval(), info)
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint in a folder of its own, with the int8 OpenVINO model that road-seg-export makes beside
+    it from a tiny calibration set (4 CamVid train frames); skips the test if CamVid is absent."""
+    from road_seg_ros.training.data import DataError, camvid_root
+    from road_seg_ros.training.export import main
+
+    try:
+        camvid_root()
+    except DataError as error:
+        pytest.skip(str(error))
+    checkpoint = Path(shutil.copy(tiny_checkpoint, tmp_path_factory.mktemp("int8") / "tiny.safetensors"))
+    argv = ["--format", "openvino", "--precision", "int8", "--checkpoint", str(checkpoint), "--calibration-frames", "4"]
+    assert main(argv) == 0
+    return checkpoint
 
 
 @pytest.fixture(scope="module")

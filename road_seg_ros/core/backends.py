@@ -3,9 +3,10 @@
 A runner takes a normalised batch and returns uint8 class ids at the same
 size: the network and its argmax always run together (``LabelsNet``), in
 PyTorch or exported to ONNX, so only one byte per pixel ever leaves it.
-Host runners take numpy batches (N x H x W x 3 for ``layout`` "nhwc",
-N x 3 x H x W for "nchw"); a device runner takes and returns tensors on its
-GPU. Measured on the 2-core CPU: ONNX Runtime with the argmax inside the
+Host runners take numpy batches (N x H x W x 3 float32 for ``layout``
+"nhwc", N x 3 x H x W float32 for "nchw", both normalised; N x H x W x 3 uint8
+frames for "rgb8", which the runner normalises itself); a device runner takes
+and returns tensors on its GPU. Measured on the 2-core CPU: ONNX Runtime with the argmax inside the
 graph is faster than returning logits and taking the argmax in numpy (see
 benchmarks/cpu.md).
 
@@ -14,6 +15,7 @@ Adding a runtime is one runner class and one ``REGISTRY`` line.
 
 import importlib.util
 import io
+import platform
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,6 +151,9 @@ class RunnerSetup:
     device: torch.device
     precision: str
     num_threads: int  # 0: the runtime's default
+    mean: tuple = (0.0, 0.0, 0.0)  # the checkpoint's normalisation, for runners that normalise in their graph
+    std: tuple = (1.0, 1.0, 1.0)
+    checkpoint: Path | None = None  # the file the network came from, if any
 
 
 @dataclass(frozen=True)
@@ -157,9 +162,26 @@ class Backend:
     precisions: dict  # device type -> precisions it runs there
     make_runner: Callable  # (network, RunnerSetup) -> runner
     module: str | None = None  # the Python package it needs; None: always there
+    auto_machines: tuple | None = None  # platform.machine() values where "auto" may pick it; None: any
+    hardware_runs: Callable | None = None  # (precision) -> whether this machine runs it natively; None: all
 
     def installed(self) -> bool:
         return self.module is None or importlib.util.find_spec(self.module) is not None
+
+    def auto_candidate(self, device_type: str, precision: str) -> bool:
+        """Whether "auto" may pick this backend for ``precision`` on ``device_type`` on this machine."""
+        machine_fits = self.auto_machines is None or platform.machine() in self.auto_machines
+        runs = precision == "auto" or precision in self.precisions.get(device_type, ())
+        return machine_fits and device_type in self.precisions and runs and self.installed()
+
+    def runs(self, device_type: str, precision: str) -> bool:
+        """Whether this backend runs ``precision`` on ``device_type``, on this machine's hardware."""
+        listed = precision in self.precisions.get(device_type, ())
+        return listed and (self.hardware_runs is None or self.hardware_runs(precision))
+
+    def auto_precision(self, device_type: str) -> str:
+        """The first of AUTO_PRECISION that this backend runs on ``device_type`` on this machine."""
+        return next(p for p in AUTO_PRECISION[device_type] if self.runs(device_type, p))
 
 
 def _torch_runner(net, setup: RunnerSetup):
@@ -172,14 +194,42 @@ def _onnxruntime_runner(net, setup: RunnerSetup):
     return OnnxRuntimeRunner(onnx_bytes(net, setup.input_size), setup.num_threads or torch.get_num_threads())
 
 
+def _openvino_hardware_runs(precision: str) -> bool:
+    from .openvino_backend import cpu_runs
+
+    return cpu_runs(precision)
+
+
+def _openvino_runner(net, setup: RunnerSetup):
+    from .openvino_backend import OpenVinoRunner, quantized_model
+
+    if setup.precision == "int8":  # the network NNCF quantized for this checkpoint, saved beside it
+        return OpenVinoRunner(quantized_model(setup.checkpoint, setup.input_size), setup)
+    return OpenVinoRunner(onnx_bytes(net, setup.input_size), setup)
+
+
+# OpenVINO is built and tuned for Intel CPUs; "auto" picks it on x86-64 only (it runs elsewhere when asked for).
+X86_64 = ("x86_64", "AMD64")
 REGISTRY = {
     "torch": Backend("torch", {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}, _torch_runner),
     "onnxruntime": Backend("onnxruntime", {"cpu": ("fp32",)}, _onnxruntime_runner, module="onnxruntime"),
+    "openvino": Backend(
+        "openvino",
+        {"cpu": ("fp32", "bf16", "int8")},
+        _openvino_runner,
+        module="openvino",
+        auto_machines=X86_64,
+        hardware_runs=_openvino_hardware_runs,
+    ),
 }
 BACKENDS = ("auto", *REGISTRY)
 # What "auto" tries on each device, fastest first (benchmarks/cpu.md): the first installed one that runs the
-# precision asked for.
-AUTO_ORDER = {"cpu": ("onnxruntime", "torch"), "cuda": ("torch",)}
+# precision asked for (and, for OpenVINO, an x86-64 CPU).
+AUTO_ORDER = {"cpu": ("openvino", "onnxruntime", "torch"), "cuda": ("torch",)}
+# What precision "auto" runs, fastest first among those whose CamVid test mIoU stays within 0.5 of fp32 PyTorch
+# (docs/results.md): the first the backend runs there and the hardware supports. int8 is as accurate but no
+# faster than bf16 on AMX CPUs and needs a quantized model made beforehand, so it is never picked by itself.
+AUTO_PRECISION = {"cpu": ("bf16", "fp32"), "cuda": ("fp32",)}
 
 
 def resolve_device(device: str, backend: str = "auto") -> torch.device:
@@ -194,7 +244,12 @@ def resolve_device(device: str, backend: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_backend(backend: str, device: torch.device, precision: str = "fp32") -> Backend:
+def resolve_precision(precision: str, backend: Backend, device: torch.device) -> str:
+    """``precision``, or for ``auto`` the first of AUTO_PRECISION that ``backend`` and this machine run."""
+    return backend.auto_precision(device.type) if precision == "auto" else precision
+
+
+def resolve_backend(backend: str, device: torch.device, precision: str = "auto") -> Backend:
     """The registry entry that runs ``precision`` on ``device``; ``auto`` picks the first of AUTO_ORDER that can."""
     if backend not in BACKENDS:
         raise EngineError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -202,16 +257,30 @@ def resolve_backend(backend: str, device: torch.device, precision: str = "fp32")
         raise EngineError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if backend == "auto":
         for name in AUTO_ORDER[device.type]:
-            if REGISTRY[name].installed() and precision in REGISTRY[name].precisions.get(device.type, ()):
+            if REGISTRY[name].auto_candidate(device.type, precision):
                 return REGISTRY[name]
-        backend = AUTO_ORDER[device.type][-1]  # none can: let the last one name why below
+        runs_it = [name for name in AUTO_ORDER[device.type] if precision in REGISTRY[name].precisions[device.type]]
+        backend = (runs_it or AUTO_ORDER[device.type])[-1]  # none can: let the last that might name why below
     chosen = REGISTRY[backend]
     if device.type not in chosen.precisions:
         places = " and ".join(chosen.precisions)
         raise EngineError(f"backend {backend!r} runs on {places} only; use another device or backend")
-    if precision not in chosen.precisions[device.type]:
-        needs = "needs a CUDA device" if precision == "fp16" else f"is not supported by {backend} on {device.type}"
-        raise EngineError(f"precision {precision!r} {needs}; use one of {chosen.precisions[device.type]}")
+    if precision != "auto" and precision not in chosen.precisions[device.type]:
+        raise EngineError(
+            f"precision {precision!r} {where_precision_runs(precision)}, not with {backend} on "
+            f"{device.type}; {backend} there runs {' and '.join(chosen.precisions[device.type])}"
+        )
     if not chosen.installed():
         raise EngineError(f"backend {backend!r} needs the Python package {chosen.module!r}, which is not installed")
     return chosen
+
+
+def where_precision_runs(precision: str) -> str:
+    """E.g. "runs with torch on cuda": the backends and devices of the registry that run ``precision``."""
+    places = [
+        f"{name} on {device}"
+        for name, entry in REGISTRY.items()
+        for device, runs in entry.precisions.items()
+        if precision in runs
+    ]
+    return f"runs with {' or '.join(places)} only"

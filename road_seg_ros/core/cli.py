@@ -10,7 +10,7 @@ from .options import DEFAULTS, DEVICES, PRECISIONS, EngineOptions
 ENGINE_FLAGS = {
     "checkpoint": ("checkpoint", "model (.safetensors)", {"metavar": "CKPT"}),
     "device": ("device", "inference device", {"choices": DEVICES}),
-    "precision": ("precision", "inference precision", {"choices": PRECISIONS}),
+    "precision": ("precision", "inference precision; auto: the fastest accurate one", {"choices": PRECISIONS}),
     "backend": ("backend", "inference runtime; auto: the fastest installed", {"choices": BACKENDS}),
     "threads": ("num_threads", "CPU threads for inference; 0: the runtime's", {"type": int, "metavar": "N"}),
 }

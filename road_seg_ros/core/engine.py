@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..models import fuse_conv_bn
-from .backends import RunnerSetup, resolve_backend, resolve_device
+from .backends import RunnerSetup, resolve_backend, resolve_device, resolve_precision
 from .checkpoint import load_checkpoint
 from .device_pipeline import DevicePipeline
 from .frames import check_frame
@@ -58,7 +58,7 @@ class SegmentationEngine:
         self.device = resolve_device(options.device, options.backend)
         backend = resolve_backend(options.backend, self.device, options.precision)
         self.backend = backend.name
-        self.precision = options.precision
+        self.precision = resolve_precision(options.precision, backend, self.device)
         if options.num_threads:
             torch.set_num_threads(options.num_threads)
         self.info = info
@@ -71,7 +71,9 @@ class SegmentationEngine:
         self.color_table = color_table(info.class_colors)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # the input size is fixed: autotune once, at warm-up
-        setup = RunnerSetup(self.input_size, self.device, options.precision, options.num_threads)
+        setup = RunnerSetup(
+            self.input_size, self.device, self.precision, options.num_threads, info.mean, info.std, self.checkpoint
+        )
         runner = backend.make_runner(fuse_conv_bn(model.eval()), setup)
         # The PyTorch network the runner holds (on its device), else the folded fp32 one: for TTA and FLOP counts.
         self.model = runner.net.net if hasattr(runner, "net") else model

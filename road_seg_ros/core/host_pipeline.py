@@ -6,22 +6,25 @@ import cv2
 import numpy as np
 import torch
 
-from .preprocess import is_shrinking, normalisation
+from .preprocess import normalisation, resize_frame
 from .result import Segmentation
 
 
 class HostPipeline:
-    """Frames through a host runner (PyTorch on the CPU, ONNX Runtime, ...).
+    """Frames through a host runner (PyTorch on the CPU, ONNX Runtime, OpenVINO).
 
     The buffer has the layout the runner reads: 1 x H x W x 3 for PyTorch's
     channels_last (so the tensor is a view of it), 1 x 3 x H x W for ONNX.
+    A runner that normalises in its own graph (layout "rgb8") gets the resized
+    uint8 frame itself, without a copy.
     """
 
     def __init__(self, runner, input_size, mean, std, colors: np.ndarray):
         self.runner = runner
         self.input_size = tuple(input_size)
         self.colors = colors
-        self.channels_last = runner.layout == "nhwc"
+        self.takes_frames = runner.layout == "rgb8"
+        self.channels_last = runner.layout in ("nhwc", "rgb8")  # rgb8: the buffer serves preprocess_tensor only
         height, width = self.input_size
         scale, offset = normalisation(mean, std)
         if self.channels_last:
@@ -36,17 +39,19 @@ class HostPipeline:
             self._scale, self._offset = scale.reshape(1, 3, 1, 1), offset.reshape(1, 3, 1, 1)
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """The batch the runner takes: the normalised buffer, or for "rgb8" the resized frame (1 x H x W x 3)."""
+        rgb = resize_frame(rgb, self.input_size)
+        return np.ascontiguousarray(rgb)[np.newaxis] if self.takes_frames else self.normalise(rgb)
+
+    def normalise(self, rgb: np.ndarray) -> np.ndarray:
         height, width = self.input_size
-        if rgb.shape[:2] != self.input_size:
-            shrinking = is_shrinking(rgb.shape[:2], self.input_size)
-            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
         pixels = rgb.reshape(height, width * 3) if self.channels_last else rgb.transpose(2, 0, 1)[np.newaxis]
         np.multiply(pixels, self._scale, out=self._target)
         np.add(self._target, self._offset, out=self._target)
         return self._buffer
 
     def preprocess_tensor(self, rgb: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(self.preprocess(rgb))
+        tensor = torch.from_numpy(self.normalise(resize_frame(rgb, self.input_size)))
         return tensor.permute(0, 3, 1, 2) if self.channels_last else tensor
 
     def inference_step(self, rgb: np.ndarray):

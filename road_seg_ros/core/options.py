@@ -2,7 +2,8 @@
 
 The node's parameters, ``road-seg-eval``, ``road-seg-replay --offline`` and
 ``road-seg-bench`` all fill an ``EngineOptions``; the choices for device and
-precision live here, those for the backend in the backend registry.
+precision live here, those for the backend (and which precisions each runs,
+and what "auto" picks) in the backend registry.
 """
 
 from dataclasses import dataclass, fields, replace
@@ -11,7 +12,7 @@ from pathlib import Path
 from .resources import shipped_or_default
 
 DEVICES = ("auto", "cuda", "cpu")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 DEFAULT_CHECKPOINT_NAME = "student.safetensors"
 # Node parameter -> EngineOptions field, for the settings that describe the engine.
 NODE_PARAMETERS = {
@@ -31,7 +32,8 @@ class EngineError(RuntimeError):
 class EngineOptions:
     checkpoint: str = ""  # .safetensors to run; empty: the shipped student
     device: str = "auto"  # auto picks CUDA when present (and the backend runs there)
-    precision: str = "fp32"
+    # auto: the fastest precision whose test mIoU stays within 0.5 of fp32 (see backends.AUTO_PRECISION)
+    precision: str = "auto"
     # auto: the fastest runtime installed for the device (see backends.AUTO_ORDER)
     backend: str = "auto"
     num_threads: int = 0  # CPU threads for inference; 0: the runtime's default

@@ -1,5 +1,6 @@
 """The model's input normalisation and resize choice, shared by the host and device pipelines and by training."""
 
+import cv2
 import numpy as np
 import torch
 
@@ -27,3 +28,12 @@ class Normalize(torch.nn.Module):
 def is_shrinking(frame_size, target_size) -> bool:
     """True when no side grows: area averaging then, bilinear interpolation otherwise."""
     return target_size[0] <= frame_size[0] and target_size[1] <= frame_size[1]
+
+
+def resize_frame(rgb: np.ndarray, input_size) -> np.ndarray:
+    """A uint8 H x W x 3 frame at the model's ``input_size`` (height, width), as the host pipeline feeds it."""
+    if rgb.shape[:2] == tuple(input_size):
+        return rgb
+    height, width = input_size
+    shrinking = is_shrinking(rgb.shape[:2], input_size)
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

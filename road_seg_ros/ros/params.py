@@ -37,7 +37,12 @@ class Param:
 PARAMETERS = (
     Param("model_path", DEFAULTS.checkpoint, "Checkpoint (.safetensors) to run; empty: the shipped student"),
     Param("device", DEFAULTS.device, "Inference device; auto picks CUDA when present", choices=DEVICES),
-    Param("precision", DEFAULTS.precision, "Inference precision; fp16 needs CUDA", choices=PRECISIONS),
+    Param(
+        "precision",
+        DEFAULTS.precision,
+        "Inference precision: auto is the fastest that keeps the accuracy; fp16 needs CUDA, bf16 and int8 OpenVINO",
+        choices=PRECISIONS,
+    ),
     Param(
         "backend",
         DEFAULTS.backend,

@@ -2,7 +2,8 @@
 
 For the shipped student and, in the same run, torchvision's LR-ASPP
 MobileNetV3-Large and DeepLabV3-ResNet50 (random weights, 11 classes) as
-baselines, at each input size and backend: model-only latency (forward and
+baselines, at each input size, backend and precision (int8: the student only,
+from its quantized model beside the checkpoint): model-only latency (forward and
 argmax on a prepared batch) and end-to-end latency per engine stage
 (``SegmentationEngine.segment``, the call every front end makes), p50 and
 p95, FPS from the median, GFLOPs and parameters. The cases are measured
@@ -36,7 +37,9 @@ STUDENT = "student"
 BASELINES = ("lraspp_mobilenet_v3_large", "deeplabv3_resnet50")
 BLOCK = 5  # repetitions per case per turn; one for cases slower than SLOW_RUN_S
 SLOW_RUN_S = 0.5
-TARGET_FPS = 20.0  # student end to end at 360x480
+TARGET_FPS = {"360x480": 100.0, "720x960": 25.0}  # student end to end
+# Student end-to-end FPS over ONNX Runtime fp32's at 360x480, per OpenVINO precision.
+TARGET_OVER_ONNXRUNTIME = {"fp32": 1.8, "int8": 2.5}
 TARGET_GPU_SHARE = 0.9  # end-to-end FPS over model-only FPS on a GPU
 TARGET_NODE_MS = 3.0  # node overhead beyond the engine at 360x480
 
@@ -45,9 +48,9 @@ TARGET_NODE_MS = 3.0  # node overhead beyond the engine at 360x480
 class Config:
     models: tuple = (STUDENT, *BASELINES)
     sizes: tuple = ((360, 480), (720, 960))
-    backends: tuple = ("torch", "onnxruntime")
+    backends: tuple = ("torch", "onnxruntime", "openvino")
     device: str = "cpu"
-    precision: str = "fp32"
+    precisions: tuple = ("fp32",)  # each backend runs those it supports on the device
     reps: int = 100
     warmup: int = 10
     min_reps: int = 3
@@ -75,7 +78,6 @@ class Case:
 
     model: str
     size: tuple
-    backend: str
     engine: SegmentationEngine
     frame: np.ndarray
     model_step: object = None
@@ -141,6 +143,7 @@ def warm_up(case: Case, config: Config) -> None:
 
 def make_cases(config: Config) -> tuple[list[Case], dict]:
     cases, model_facts = [], {}
+    device_type = "cuda" if config.device == "cuda" else "cpu"
     for name in config.models:
         network, info = build_network(name, config.checkpoint)
         # Counted before any engine takes the network (a CUDA engine moves it to the GPU in place).
@@ -148,18 +151,29 @@ def make_cases(config: Config) -> tuple[list[Case], dict]:
             "params": count_params(network),
             "gflops": {size_key(size): count_gflops(network, size) for size in config.sizes},
         }
+        # int8 runs the quantized model made for a checkpoint file: the student's only.
+        variants = [
+            (backend, precision)
+            for backend in config.backends
+            for precision in config.precisions
+            if REGISTRY[backend].runs(device_type, precision) and (precision != "int8" or name == STUDENT)
+        ]
         for size in config.sizes:
             frame = synthetic_frames(size, count=1)[0]
-            for backend in config.backends:
+            for backend, precision in variants:
                 options = EngineOptions(
                     device=config.device,
-                    precision=config.precision,
+                    precision=precision,
                     backend=backend,
                     num_threads=config.num_threads or 0,
                     input_size=size,
                 )
-                engine = SegmentationEngine.from_model(network, info, name, options)
-                case = Case(name, size, backend, engine, frame)
+                if name == STUDENT:
+                    checkpoint = str(config.checkpoint or default_checkpoint())
+                    engine = SegmentationEngine(options.with_changes(checkpoint=checkpoint))
+                else:
+                    engine = SegmentationEngine.from_model(network, info, name, options)
+                case = Case(name, size, engine, frame)
                 case.model_step = engine.inference_step(frame)
                 cases.append(case)
     return cases, model_facts
@@ -212,19 +226,27 @@ def summarise(case: Case, facts: dict) -> dict:
 
 
 def add_ratios(results: list) -> None:
-    """Student FPS over each baseline's, at the same size and backend (end to end and model only)."""
-    by_key = {(r["model"], r["size"], r["backend"]): r for r in results}
+    """Student FPS over each baseline's at the same size, backend and precision, and over ONNX Runtime fp32's at
+    the same size (end to end and model only)."""
+    by_key = {(r["model"], r["size"], r["backend"], r["precision"]): r for r in results}
     for result in results:
         if result["model"] != STUDENT:
             continue
         result["speedup"] = {}
         for baseline in BASELINES:
-            other = by_key.get((baseline, result["size"], result["backend"]))
+            other = by_key.get((baseline, result["size"], result["backend"], result["precision"]))
             if other is not None:
-                result["speedup"][baseline] = {
-                    "end_to_end": result["end_to_end_fps"] / other["end_to_end_fps"],
-                    "model_only": result["model_only_fps"] / other["model_only_fps"],
-                }
+                result["speedup"][baseline] = fps_ratios(result, other)
+        onnxruntime = by_key.get((STUDENT, result["size"], "onnxruntime", "fp32"))
+        if onnxruntime is not None:
+            result["over_onnxruntime"] = fps_ratios(result, onnxruntime)
+
+
+def fps_ratios(result: dict, other: dict) -> dict:
+    return {
+        "end_to_end": result["end_to_end_fps"] / other["end_to_end_fps"],
+        "model_only": result["model_only_fps"] / other["model_only_fps"],
+    }
 
 
 def argmax_placement(config: Config) -> list:
@@ -258,6 +280,7 @@ def argmax_placement(config: Config) -> list:
 
 def environment(config: Config) -> dict:
     import onnxruntime
+    import openvino
 
     return {
         "machine": platform.machine(),
@@ -266,6 +289,7 @@ def environment(config: Config) -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.get_version().split("-")[0],
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name() if config.device != "cpu" and torch.cuda.is_available() else None,
         "reps_target": config.reps,
@@ -310,7 +334,7 @@ def markdown(report: dict, command: str) -> str:
         "",
         f"Machine: {env['cpu']} ({env['cpu_count']} cores), torch threads {env['torch_threads']}, "
         f"GPU {env['gpu'] or 'none'}; torch {env['torch']}, onnxruntime {env['onnxruntime']}, "
-        f"Python {env['python']}.",
+        f"openvino {env.get('openvino', 'none')}, Python {env['python']}.",
         f"Load average (1, 5, 15 min) before: {fmt_load(report['load_average_before'])}, "
         f"after: {fmt_load(report['load_average_after'])}.",
         f"Warm-up {env['warmup']} runs, then up to {env['reps_target']} repetitions per case "
@@ -321,25 +345,38 @@ def markdown(report: dict, command: str) -> str:
         "load does not stretch; with one thread it approximates the latency on an idle core.",
         "GFLOPs count 2 FLOPs per multiply-add (torch.utils.flop_counter); GMACs are half.",
         "",
-        "| model | backend | size | GFLOPs | params (M) | reps | model p50 / p95 ms | model FPS "
+        "| model | backend | precision | size | GFLOPs | params (M) | reps | model p50 / p95 ms | model FPS "
         "| preprocess p50 | inference p50 | postprocess p50 | e2e p50 / p95 ms | e2e FPS | e2e CPU ms p50 |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         stages = r["end_to_end_ms"]
         lines.append(
-            f"| {r['model']} | {r['backend']} | {r['size']} | {r['gflops']:.3g} | {r['params'] / 1e6:.2f} "
+            f"| {r['model']} | {r['backend']} | {r['precision']} | {r['size']} | {r['gflops']:.3g} "
+            f"| {r['params'] / 1e6:.2f} "
             f"| {r['reps']} | {r['model_only_ms']['p50']:.1f} / {r['model_only_ms']['p95']:.1f} "
             f"| {r['model_only_fps']:.1f} | {stages['preprocess']['p50']:.2f} | {stages['inference']['p50']:.1f} "
             f"| {stages['postprocess']['p50']:.2f} | {stages['total']['p50']:.1f} / {stages['total']['p95']:.1f} "
             f"| {r['end_to_end_fps']:.1f} | {r['end_to_end_cpu_ms']['p50']:.1f} |"
         )
-    lines += ["", "## Student speed-up over the baselines (same size and backend, same run)", ""]
-    lines += ["| size | backend | baseline | end to end | model only |", "|---|---|---|---:|---:|"]
+    lines += ["", "## Student speed-up over the baselines (same size, backend and precision, same run)", ""]
+    lines += ["| size | backend | precision | baseline | end to end | model only |", "|---|---|---|---|---:|---:|"]
     for r in report["results"]:
         for baseline, ratio in r.get("speedup", {}).items():
-            end_to_end, model_only = ratio["end_to_end"], ratio["model_only"]
-            lines.append(f"| {r['size']} | {r['backend']} | {baseline} | {end_to_end:.1f}x | {model_only:.1f}x |")
+            lines.append(
+                f"| {r['size']} | {r['backend']} | {r['precision']} | {baseline} "
+                f"| {ratio['end_to_end']:.1f}x | {ratio['model_only']:.1f}x |"
+            )
+    students = [r for r in report["results"] if "over_onnxruntime" in r]
+    if students:
+        lines += ["", "## Student: each backend and precision over ONNX Runtime fp32 (same size, same run)", ""]
+        lines += ["| size | backend | precision | end to end | model only |", "|---|---|---|---:|---:|"]
+        for r in students:
+            ratio = r["over_onnxruntime"]
+            lines.append(
+                f"| {r['size']} | {r['backend']} | {r['precision']} "
+                f"| {ratio['end_to_end']:.2f}x | {ratio['model_only']:.2f}x |"
+            )
     if report["argmax_placement"]:
         lines += ["", "## ONNX Runtime: argmax inside the graph or outside (student, model only, ms)", ""]
         lines += ["| size | inside p50 / p95 | outside (logits + numpy argmax) p50 / p95 |", "|---|---:|---:|"]
@@ -360,25 +397,17 @@ def markdown(report: dict, command: str) -> str:
 def target_lines(report: dict) -> list:
     """The issue's targets, met or missed by how much, from this run's numbers."""
     lines = ["", "## Targets", ""]
-    student = [r for r in report["results"] if r["model"] == STUDENT and r["size"] == "360x480"]
-    if student:
-        best = max(student, key=lambda r: r["end_to_end_fps"])
-        stages = {stage: best["end_to_end_ms"][stage]["p50"] for stage in STAGES[:3]}
-        dominant = max(stages, key=stages.get)
-        fps = best["end_to_end_fps"]
-        verdict = "met" if fps >= TARGET_FPS else f"missed by {TARGET_FPS - fps:.1f} FPS"
-        ratio = best.get("speedup", {}).get(BASELINES[0], {}).get("end_to_end")
-        lines.append(
-            f"- Student end to end at 360x480 >= {TARGET_FPS:g} FPS on {best['device']}: {fps:.1f} FPS "
-            f"({best['backend']}), {verdict}; largest stage {dominant} ({stages[dominant]:.1f} ms p50)"
-            + (f"; {ratio:.1f}x LR-ASPP MobileNetV3-Large's end-to-end FPS." if ratio else ".")
-        )
-        if best["device"].startswith("cuda"):
-            share = best["end_to_end_fps"] / best["model_only_fps"]
-            verdict = "met" if share >= TARGET_GPU_SHARE else "missed"
+    for size, target in TARGET_FPS.items():
+        student = [r for r in report["results"] if r["model"] == STUDENT and r["size"] == size]
+        if student:
+            lines.append(fps_target_line(max(student, key=lambda r: r["end_to_end_fps"]), target))
+    for result in report["results"]:
+        target = TARGET_OVER_ONNXRUNTIME.get(result["precision"])
+        if result["backend"] == "openvino" and result["size"] == "360x480" and target and "over_onnxruntime" in result:
+            ratio = result["over_onnxruntime"]["end_to_end"]
             lines.append(
-                f"- GPU end-to-end FPS >= {TARGET_GPU_SHARE:.0%} of model-only at 360x480 {best['precision']}: "
-                f"{share:.0%}, {verdict}."
+                f"- OpenVINO {result['precision']} end to end >= {target}x ONNX Runtime fp32 at 360x480: "
+                f"{ratio:.2f}x, {'met' if ratio >= target else 'missed'}."
             )
     for row in report["node"]:
         if row["size"] == "360x480":
@@ -386,6 +415,25 @@ def target_lines(report: dict) -> list:
             verdict = "met" if overhead <= TARGET_NODE_MS else f"missed by {overhead - TARGET_NODE_MS:.2f} ms"
             lines.append(f"- Node overhead at 360x480 <= {TARGET_NODE_MS} ms: {overhead:.2f} ms p50, {verdict}.")
     return lines
+
+
+def fps_target_line(best: dict, target: float) -> str:
+    """The fastest student case at one size against its end-to-end FPS target (and the GPU share on CUDA)."""
+    stages = {stage: best["end_to_end_ms"][stage]["p50"] for stage in STAGES[:3]}
+    dominant = max(stages, key=stages.get)
+    fps = best["end_to_end_fps"]
+    verdict = "met" if fps >= target else f"missed by {target - fps:.1f} FPS"
+    ratio = best.get("speedup", {}).get(BASELINES[0], {}).get("end_to_end")
+    line = (
+        f"- Student end to end at {best['size']} >= {target:g} FPS on {best['device']}: {fps:.1f} FPS "
+        f"({best['backend']} {best['precision']}), {verdict}; largest stage {dominant} ({stages[dominant]:.1f} ms p50)"
+        + (f"; {ratio:.1f}x LR-ASPP MobileNetV3-Large's end-to-end FPS." if ratio else ".")
+    )
+    if best["device"].startswith("cuda"):
+        share = best["end_to_end_fps"] / best["model_only_fps"]
+        verdict = "met" if share >= TARGET_GPU_SHARE else "missed"
+        line += f"\n- GPU end-to-end FPS >= {TARGET_GPU_SHARE:.0%} of model-only: {share:.0%}, {verdict}."
+    return line
 
 
 def fmt_load(load) -> str:
@@ -400,7 +448,12 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", nargs="+", type=parse_size, help="input sizes HEIGHTxWIDTH (360x480 720x960)")
     parser.add_argument("--backends", nargs="+", choices=tuple(REGISTRY), help="default: all installed on CPU")
     parser.add_argument("--device", default="cpu", choices=DEVICES[1:])
-    parser.add_argument("--precision", default=None, choices=PRECISIONS, help="default: fp32 (fp16 on cuda)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=PRECISIONS[1:],
+        help="default: fp32 (fp16 on cuda); each backend runs those it supports, int8 the student only",
+    )
     parser.add_argument("--reps", type=int, help="repetitions per case (default 100)")
     parser.add_argument("--warmup", type=int, help="warm-up runs per case (default 10)")
     parser.add_argument("--seconds-per-case", type=float, help="time budget per case (default 30)")
@@ -421,7 +474,7 @@ def config_from_args(args) -> Config:
         "sizes": tuple(args.sizes) if args.sizes else None,
         "backends": tuple(args.backends) if args.backends else ("torch",) if args.device == "cuda" else None,
         "device": args.device,
-        "precision": args.precision or ("fp16" if args.device == "cuda" else "fp32"),
+        "precisions": tuple(args.precisions or (("fp16",) if args.device == "cuda" else ("fp32",))),
         "reps": args.reps,
         "warmup": args.warmup,
         "seconds_per_case": args.seconds_per_case,

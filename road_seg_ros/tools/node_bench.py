@@ -66,7 +66,8 @@ class Client(RosClient):
 
 
 def start_node(config, log_path: Path) -> NodeProcess:
-    params = {"device": config.device, "precision": config.precision, "backend": "auto"}
+    # The node's own choice of backend and precision for the device: what a user runs.
+    params = {"device": config.device, "precision": "auto", "backend": "auto"}
     if config.num_threads:
         params["num_threads"] = config.num_threads
     if config.checkpoint:

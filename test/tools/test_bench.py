@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from road_seg_ros.core.result import STAGES
-from road_seg_ros.tools.bench import STUDENT, Config, main
+from road_seg_ros.tools.bench import STUDENT, Config, main, markdown, measure
 from road_seg_ros.tools.node_bench import measure_node_overhead, node_markdown
 
 BENCH = Path(sys.executable).parent / "road-seg-bench"
@@ -23,7 +23,9 @@ def test_smoke_benchmark_writes_its_report(tmp_path):
     report = json.loads(report_json.read_text())
     cases = {(r["model"], r["backend"]) for r in report["results"]}
     assert cases == {
-        (model, backend) for model in (STUDENT, "lraspp_mobilenet_v3_large") for backend in ("torch", "onnxruntime")
+        (model, backend)
+        for model in (STUDENT, "lraspp_mobilenet_v3_large")
+        for backend in ("torch", "onnxruntime", "openvino")
     }
     for result in report["results"]:
         assert result["reps"] >= 2 and result["params"] > 0 and result["gflops"] > 0
@@ -32,11 +34,41 @@ def test_smoke_benchmark_writes_its_report(tmp_path):
         assert result["end_to_end_ms"]["total"]["p95"] >= result["end_to_end_ms"]["total"]["p50"] > 0
     student = next(r for r in report["results"] if r["model"] == STUDENT)
     assert student["speedup"]["lraspp_mobilenet_v3_large"]["end_to_end"] > 0
+    openvino = next(r for r in report["results"] if r["model"] == STUDENT and r["backend"] == "openvino")
+    assert openvino["precision"] == "fp32" and openvino["over_onnxruntime"]["end_to_end"] > 0
     assert len(report["load_average_before"]) == 3
 
     text = report_md.read_text()
     assert f"Command: `road-seg-bench --smoke --json {report_json} --markdown {report_md}`" in text
-    assert text.count("| student |") == 2 and "argmax inside" in text
+    assert text.count("| student |") == 3 and "argmax inside" in text and "over ONNX Runtime fp32" in text
+
+
+def test_precisions_become_rows_and_int8_runs_for_the_student_only(tiny_int8_checkpoint):
+    baseline = "lraspp_mobilenet_v3_large"
+    config = Config(
+        models=(STUDENT, baseline),
+        sizes=((96, 128),),
+        backends=("onnxruntime", "openvino"),
+        precisions=("fp32", "int8"),
+        checkpoint=tiny_int8_checkpoint,
+        reps=2,
+        warmup=1,
+        min_reps=2,
+        seconds_per_case=5.0,
+        num_threads=1,
+    )
+    report = measure(config)
+    rows = {(r["model"], r["backend"], r["precision"]): r for r in report["results"]}
+    assert set(rows) == {
+        (STUDENT, "onnxruntime", "fp32"),
+        (STUDENT, "openvino", "fp32"),
+        (STUDENT, "openvino", "int8"),
+        (baseline, "onnxruntime", "fp32"),
+        (baseline, "openvino", "fp32"),
+    }
+    int8 = rows[(STUDENT, "openvino", "int8")]
+    assert int8["reps"] >= 2 and int8["over_onnxruntime"]["end_to_end"] > 0 and "speedup" in int8
+    assert "| student | openvino | int8 | 96x128 |" in markdown(report, "road-seg-bench")
 
 
 def test_bad_size_is_named(capsys):
