@@ -13,7 +13,11 @@ from ..core.codec import REJECT_REASONS as IMAGE_REJECT_REASONS
 LATENCY_WINDOW = 200  # frames behind the latency percentiles
 PERCENTILES = (50, 90, 95, 99)
 INFERENCE_ERROR = "inference_error"
-REJECT_REASONS = (*IMAGE_REJECT_REASONS, INFERENCE_ERROR)
+INTERNAL_ERROR = "internal_error"  # anything else one frame raised: a bug, or an input nobody foresaw
+REJECT_REASONS = (*IMAGE_REJECT_REASONS, INFERENCE_ERROR, INTERNAL_ERROR)
+# No output for this long while frames keep arriving is an error, not a warning: the node serves nobody.
+# Longer than one frame of the slowest model we ship on a CPU (the teacher, about 1 s at 360x480).
+SILENT_ERROR_S = 5.0
 
 
 class FrameStats:
@@ -26,12 +30,21 @@ class FrameStats:
         self._window = Counter()
         self._window_start = time.monotonic()
         self._latencies_ms = deque(maxlen=LATENCY_WINDOW)
+        self._last_received = -math.inf
+        self._unanswered_since = None  # the first frame received since the last output (or idle frame)
 
     def count(self, event: str, reason: str = "") -> int:
         """Counts ``event`` (received, dropped, idle, rejected); returns the total for ``reason`` if given."""
         with self._lock:
             self.totals[event] += 1
             self._window[event] += 1
+            if event == "received":
+                now = time.monotonic()
+                if self._unanswered_since is None or now - self._last_received > SILENT_ERROR_S:
+                    self._unanswered_since = now  # input resumed after a pause: the silence starts again
+                self._last_received = now
+            elif event == "idle":
+                self._unanswered_since = None  # nobody listens: no output is due
             if reason:
                 self.rejected[reason] += 1
             return self.rejected[reason] if reason else self.totals[event]
@@ -41,6 +54,15 @@ class FrameStats:
             self.totals["published"] += 1
             self._window["published"] += 1
             self._latencies_ms.append(latency_ms)
+            self._unanswered_since = None
+
+    def silent_s(self) -> float:
+        """How long frames have kept arriving without one output; 0 when answered, or when input stopped."""
+        with self._lock:
+            now = time.monotonic()
+            if self._unanswered_since is None or now - self._last_received > SILENT_ERROR_S:
+                return 0.0
+            return now - self._unanswered_since
 
     def take_window(self) -> tuple[Counter, float, list]:
         """The window's counts, its length in seconds and the recent latencies; starts a new window."""
@@ -51,19 +73,26 @@ class FrameStats:
             return window, seconds, list(self._latencies_ms)
 
 
-def health(window: Counter, fps_out: float, min_fps: float, input_topic: str) -> tuple[bytes, str]:
-    """The level and message of the node's status for one window of counts."""
+def health(
+    window: Counter, fps_out: float, min_fps: float, input_topic: str, silent_s: float = 0.0
+) -> tuple[bytes, str]:
+    """The level and message of the node's status for one window of counts.
+
+    ``silent_s``: how long input has flowed with no output (FrameStats.silent_s); from SILENT_ERROR_S on, ERROR.
+    """
     if not window["received"]:
         return DiagnosticStatus.OK, f"no images on {input_topic} in the last second"
     if window["idle"] == window["received"]:
         return DiagnosticStatus.OK, "idle: no subscribers to any output"
-    problems = []
+    problems = [f"no output for {silent_s:.1f} s while input flows"] if silent_s >= SILENT_ERROR_S else []
     if fps_out < min_fps:
         problems.append(f"output {fps_out:.1f} fps is below min_fps {min_fps:g}")
     if window["dropped"]:
         problems.append(f"dropped {window['dropped']} frames: inference is slower than the input")
     if window["rejected"]:
         problems.append(f"rejected {window['rejected']} bad frames")
+    if silent_s >= SILENT_ERROR_S:
+        return DiagnosticStatus.ERROR, "; ".join(problems)
     if problems:
         return DiagnosticStatus.WARN, "; ".join(problems)
     return DiagnosticStatus.OK, f"{fps_out:.1f} fps"
