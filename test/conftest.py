@@ -57,6 +57,11 @@ class Inbox:
             self._messages.append(msg)
             self._arrived.notify_all()
 
+    def count(self, predicate=lambda msg: True) -> int:
+        """How many messages so far match ``predicate``."""
+        with self._arrived:
+            return sum(1 for msg in self._messages if predicate(msg))
+
     def mark(self) -> int:
         """A position to wait from: ``wait_for(..., since=inbox.mark())`` ignores what came before."""
         with self._arrived:

@@ -46,7 +46,10 @@ def parse_args(argv=None):
     parser.add_argument("--transport", default="raw", choices=tuple(TRANSPORT_ENCODINGS))
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, metavar="HZ", help="frame rate of the stamps")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N frames of the drive")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be at least 1, got {args.limit}")
+    return args
 
 
 def main(argv=None):

@@ -5,17 +5,29 @@ reports (ERROR) or exits (worker gone) rather than silently stop segmenting; SIG
 One compressed-input and one raw-input node serve the module; fault-injection cases get short-lived nodes.
 """
 
+import json
 import signal
+import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import cpu_engine, diagnostic_values, exchange
+from conftest import NODE_EXECUTABLE, PARAMS_FILE, cpu_engine, diagnostic_values, exchange
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from hostile import BOMBS, compressed_message, damaged_compressed, inconsistent_raw, png_bomb
+from hostile import (
+    BOMBS,
+    compressed_message,
+    damaged_compressed,
+    hostile_checkpoints,
+    inconsistent_raw,
+    png_bomb,
+    write_hostile_checkpoint,
+)
 from rcl_interfaces.msg import Parameter, ParameterValue
 from rcl_interfaces.srv import SetParameters, SetParametersAtomically
+from safetensors import safe_open
+from safetensors.torch import load_file
 from sensor_msgs.msg import CompressedImage, Image
 from test_node import (
     NODE_PARAMS,
@@ -206,3 +218,21 @@ def test_sigterm_mid_decode_exits_promptly(ros, start_node, tiny_checkpoint):
     assert node.wait(timeout=30.0) == 0, node.output()
     elapsed = time.monotonic() - started
     assert elapsed < 2.0, f"exit took {elapsed:.2f} s (decoding one frame takes {decode_ms:.0f} ms)"
+
+
+def test_hostile_checkpoints_stop_the_node_at_start_up_with_one_fatal_line(tmp_path, tiny_checkpoint):
+    with safe_open(str(tiny_checkpoint), framework="pt") as handle:
+        metadata = json.loads(handle.metadata()["road_seg"])
+    state, cases = load_file(str(tiny_checkpoint)), hostile_checkpoints()
+    processes = {}
+    # Started together: each spends seconds importing torch.
+    for name in ("json_string", "num_classes_huge", "std_zero", "weights_nan"):
+        path = write_hostile_checkpoint(tmp_path / f"{name}.safetensors", cases[name][0], state, metadata)
+        command = [str(NODE_EXECUTABLE), "--ros-args", "--params-file", str(PARAMS_FILE), "-p", f"model_path:={path}"]
+        processes[name] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for name, process in processes.items():
+        output, _ = process.communicate(timeout=120)
+        fatal = [line for line in output.splitlines() if "[FATAL]" in line]
+        assert process.returncode == 1, output
+        assert len(fatal) == 1 and "cannot start" in fatal[0] and cases[name][1] in fatal[0], output
+        assert "Traceback" not in output

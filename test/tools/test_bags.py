@@ -240,3 +240,15 @@ def test_ros1_bag_is_refused_with_the_conversion_to_run(tmp_path):
     path.write_bytes(b"#ROSBAG V2.0\n")
     with pytest.raises(BagError, match="is a ROS 1 bag; convert it first: rosbags-convert"):
         CameraBag(path)
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, float("nan"), float("inf")])
+def test_bag_rate_must_be_a_positive_number(tmp_path, rate):
+    with pytest.raises(BagError, match="rate must be a positive number"):
+        write_camera_bag(tmp_path / "drive", [(np.zeros((4, 6, 3), np.uint8), None)], rate_hz=rate)
+
+
+def test_make_bag_refuses_a_limit_below_one(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        make_bag_main(["--drive", "Seq05VD", "--out", "x", "--limit", "0"])
+    assert exit_info.value.code == 2 and "--limit must be at least 1, got 0" in capsys.readouterr().err

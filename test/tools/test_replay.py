@@ -238,3 +238,19 @@ def test_a_bomb_frame_ends_live_replay_in_one_line_and_stops_the_node(tmp_path, 
     assert "jpeg 30000x30000" in message and "at stamp 3" in message
     node_log = (tmp_path / "out" / "node.log").read_text()
     assert "Traceback" not in node_log
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--rate", "nan"], "--rate must be a positive number, got nan"),
+        (["--rate", "0"], "--rate must be a positive number"),
+        (["--timeout", "nan"], "--timeout must be a positive number, got nan"),
+        (["--timeout", "-1"], "--timeout must be a positive number"),
+        (["--timeout", "inf"], "--timeout must be a positive number"),
+    ],
+)
+def test_pacing_arguments_must_be_positive_numbers(capsys, argv, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and words in capsys.readouterr().err
