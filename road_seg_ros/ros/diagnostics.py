@@ -15,15 +15,18 @@ PERCENTILES = (50, 90, 95, 99)
 INFERENCE_ERROR = "inference_error"
 INTERNAL_ERROR = "internal_error"  # anything else one frame raised: a bug, or an input nobody foresaw
 REJECT_REASONS = (*IMAGE_REJECT_REASONS, INFERENCE_ERROR, INTERNAL_ERROR)
-# No output for this long while frames keep arriving is an error, not a warning: the node serves nobody.
-# Longer than one frame of the slowest model we ship on a CPU (the teacher, about 1 s at 360x480).
+# No output for this long while frames keep arriving is an error, not a warning: the node serves nobody
+# (a stuck worker, or nothing but bad frames). A slow model gets SILENT_FRAMES of its frame time instead:
+# the DeepLabV3+ teacher takes 6.5 s a frame at 360x480 on this busy 2-core CPU.
 SILENT_ERROR_S = 5.0
+SILENT_FRAMES = 3
 
 
 class FrameStats:
     """Frame counts since start and over the current diagnostics window, and recent latencies."""
 
-    def __init__(self):
+    def __init__(self, frame_s: float = 0.0):
+        """``frame_s``: the time one frame is expected to take (the warm-up's), until frames are timed."""
         self._lock = threading.Lock()
         self.totals = Counter()
         self.rejected = Counter()
@@ -32,6 +35,7 @@ class FrameStats:
         self._latencies_ms = deque(maxlen=LATENCY_WINDOW)
         self._last_received = -math.inf
         self._unanswered_since = None  # the first frame received since the last output (or idle frame)
+        self._frame_s = frame_s  # a running mean of the latency
 
     def count(self, event: str, reason: str = "") -> int:
         """Counts ``event`` (received, dropped, idle, rejected); returns the total for ``reason`` if given."""
@@ -40,7 +44,7 @@ class FrameStats:
             self._window[event] += 1
             if event == "received":
                 now = time.monotonic()
-                if self._unanswered_since is None or now - self._last_received > SILENT_ERROR_S:
+                if self._unanswered_since is None or now - self._last_received > self._silence_limit_s():
                     self._unanswered_since = now  # input resumed after a pause: the silence starts again
                 self._last_received = now
             elif event == "idle":
@@ -55,14 +59,20 @@ class FrameStats:
             self._window["published"] += 1
             self._latencies_ms.append(latency_ms)
             self._unanswered_since = None
+            self._frame_s += 0.1 * (latency_ms / 1000.0 - self._frame_s)
 
     def silent_s(self) -> float:
-        """How long frames have kept arriving without one output; 0 when answered, or when input stopped."""
+        """How long frames have kept arriving without one output, once that is past the limit (SILENT_ERROR_S,
+        or SILENT_FRAMES frame times for a slow model); else 0, as when input stopped."""
         with self._lock:
-            now = time.monotonic()
-            if self._unanswered_since is None or now - self._last_received > SILENT_ERROR_S:
+            now, limit = time.monotonic(), self._silence_limit_s()
+            if self._unanswered_since is None or now - self._last_received > limit:
                 return 0.0
-            return now - self._unanswered_since
+            silent = now - self._unanswered_since
+            return silent if silent >= limit else 0.0
+
+    def _silence_limit_s(self) -> float:
+        return max(SILENT_ERROR_S, SILENT_FRAMES * self._frame_s)
 
     def take_window(self) -> tuple[Counter, float, list]:
         """The window's counts, its length in seconds and the recent latencies; starts a new window."""
@@ -78,20 +88,20 @@ def health(
 ) -> tuple[bytes, str]:
     """The level and message of the node's status for one window of counts.
 
-    ``silent_s``: how long input has flowed with no output (FrameStats.silent_s); from SILENT_ERROR_S on, ERROR.
+    ``silent_s``: how long input has flowed with no output, past the limit (FrameStats.silent_s): ERROR.
     """
     if not window["received"]:
         return DiagnosticStatus.OK, f"no images on {input_topic} in the last second"
     if window["idle"] == window["received"]:
         return DiagnosticStatus.OK, "idle: no subscribers to any output"
-    problems = [f"no output for {silent_s:.1f} s while input flows"] if silent_s >= SILENT_ERROR_S else []
+    problems = [f"no output for {silent_s:.1f} s while input flows"] if silent_s else []
     if fps_out < min_fps:
         problems.append(f"output {fps_out:.1f} fps is below min_fps {min_fps:g}")
     if window["dropped"]:
         problems.append(f"dropped {window['dropped']} frames: inference is slower than the input")
     if window["rejected"]:
         problems.append(f"rejected {window['rejected']} bad frames")
-    if silent_s >= SILENT_ERROR_S:
+    if silent_s:
         return DiagnosticStatus.ERROR, "; ".join(problems)
     if problems:
         return DiagnosticStatus.WARN, "; ".join(problems)

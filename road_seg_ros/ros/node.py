@@ -102,7 +102,9 @@ class RoadSegNode(Node):
         for param in PARAMETERS:
             self.declare_parameter(param.name, param.default, param.descriptor())
         self.engine = SegmentationEngine(EngineOptions.from_parameters(self._values()))
+        warm_up_started = time.perf_counter()
         self.engine.segment(np.zeros((*self.engine.input_size, 3), np.uint8))  # warm-up off the first frame's clock
+        warm_up_s = time.perf_counter() - warm_up_started
         qos = self._qos()
         compressed = self._param("input_transport") == "compressed"
         self._decode = compressed_to_rgb if compressed else image_to_rgb
@@ -117,7 +119,7 @@ class RoadSegNode(Node):
             CompressedImage if compressed else Image, "image/compressed" if compressed else "image", self._receive, qos
         )
         self._latest = LatestFrame()
-        self._stats = diagnostics.FrameStats()
+        self._stats = diagnostics.FrameStats(frame_s=warm_up_s)
         self._last_reject_log = {}
         self.worker_stopped = threading.Event()  # set if the worker ends without being asked to
         self._worker = threading.Thread(target=self._work, name="road_seg_inference", daemon=True)
