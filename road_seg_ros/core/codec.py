@@ -26,10 +26,11 @@ CORRUPT_COMPRESSED = "corrupt_compressed"
 OVERSIZE = "oversize"
 REJECT_REASONS = (UNSUPPORTED_ENCODING, SHORT_DATA, ZERO_SIZE, CORRUPT_COMPRESSED, OVERSIZE)
 
-# The most pixels any frame may have, whatever the caller's limit (0 included): twice 8K UHD, 8192 x 8192.
-# One decoded copy of such a frame is 192 MiB and the node holds a few (decoded, RGB, outputs): under 2 GB
-# in all, where a 30000x30000 JPEG bomb of 691 bytes would cost OpenCV 6 GB and seconds of decoding.
-PIXEL_CEILING = 8192 * 8192
+# The most pixels any frame may have, whatever the caller's limit (0 included): 2^25, as 8192x4096 (8K UHD,
+# 7680x4320, fits). The node holds several copies of a frame (decoded, RGB, labels, colours, overlay, their
+# messages): with every output subscribed, one 8192x4096 PNG took its peak RSS from 0.57 to 1.62 GB here
+# (8192x8192: 0.81 to 2.38 GB). A 30000x30000 JPEG bomb of 691 bytes, decoded blindly, costs 6 GB.
+PIXEL_CEILING = 2**25
 # A progressive JPEG is decoded in one pass over the whole frame per scan; encoders write about 10
 # (libjpeg's default progression has 10). Thousands of tiny scans make a small file decode for minutes.
 MAX_JPEG_SCANS = 100

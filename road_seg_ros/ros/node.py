@@ -43,8 +43,8 @@ DIAGNOSTICS_PERIOD_S = 1.0
 STOP_CHECK_PERIOD_S = 0.1  # how soon Ctrl-C, SIGTERM or a stopped worker is acted on
 REJECT_LOG_PERIOD_S = 10.0  # a bad stream logs each reason once, then at most this often
 # On SIGTERM the worker may finish the frame it is on for this long (tens of ms for a camera frame); past it
-# the node exits without it: a frame at the codec's pixel ceiling decodes for 1-2.5 s on a busy 2-core CPU.
-# Measured with that frame mid-decode: SIGTERM to exit in 0.6-0.7 s (test_hostile_node.py).
+# the node exits without it: a frame at the codec's pixel ceiling decodes for 0.3-1.6 s on a busy 2-core CPU.
+# Measured with that frame mid-decode: SIGTERM to exit in 0.3-0.6 s (test_hostile_node.py).
 WORKER_STOP_TIMEOUT_S = 0.5
 EXIT_WORKER_STOPPED = 1
 
@@ -131,11 +131,10 @@ class RoadSegNode(Node):
             f"input {self._input.topic_name} ({self._param('qos_reliability')}, depth {self._param('qos_depth')})"
         )
 
-    def close(self) -> bool:
-        """Stops the worker after the frame it is on, waiting WORKER_STOP_TIMEOUT_S at most; True if it ended."""
+    def close(self) -> None:
+        """Stops the worker after the frame it is on, waiting WORKER_STOP_TIMEOUT_S at most."""
         self._latest.close()
         self._worker.join(timeout=WORKER_STOP_TIMEOUT_S)
-        return not self._worker.is_alive()
 
     def _param(self, name: str):
         return self.get_parameter(name).value
@@ -253,6 +252,7 @@ class RoadSegNode(Node):
 
 
 def main(args=None) -> int:
+    """Runs the node until SIGINT or SIGTERM (exit 0) or a stopped worker (exit 1); 1 if it cannot start."""
     # Our own handlers only set a flag: rclpy's default raises KeyboardInterrupt wherever the main thread
     # is, even inside converting a received message, which then surfaces as a traceback.
     stop = threading.Event()
@@ -272,17 +272,22 @@ def main(args=None) -> int:
         while not stop.is_set() and rclpy.ok() and not node.worker_stopped.is_set():
             _spin_once(executor, node)
     finally:
-        worker_ended = node.close()  # the worker finishes its frame while it can still publish
+        node.close()  # the worker finishes its frame while it can still publish
         node.destroy_node()
         rclpy.try_shutdown()
-    status = EXIT_WORKER_STOPPED if node.worker_stopped.is_set() else 0
-    if not worker_ended:
-        # Still inside OpenCV or the runtime: finalising the interpreter under it aborts the process
-        # (std::terminate from a native thread pool). Everything is shut down: leave without finalising.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    return status
+    _exit_now(EXIT_WORKER_STOPPED if node.worker_stopped.is_set() else 0)
+
+
+def _exit_now(status: int) -> None:
+    """Ends the process once the node is shut down, without finalising the interpreter.
+
+    Finalising would only tear down torch's modules, 2-3 s on a busy 2-core CPU (past the 2 s a SIGTERM
+    may take), and with the worker still inside OpenCV or the runtime it aborts the process (std::terminate
+    from a native thread pool).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _spin_once(executor, node) -> None:
