@@ -58,6 +58,11 @@ class Inbox:
             self._messages.append(msg)
             self._arrived.notify_all()
 
+    def count(self, predicate=lambda msg: True) -> int:
+        """How many messages so far match ``predicate``."""
+        with self._arrived:
+            return sum(1 for msg in self._messages if predicate(msg))
+
     def mark(self) -> int:
         """A position to wait from: ``wait_for(..., since=inbox.mark())`` ignores what came before."""
         with self._arrived:
@@ -127,8 +132,9 @@ def diagnostic_values(array, status_name: str) -> dict | None:
 class NodeProcess(client.NodeProcess):
     """road_seg_node started through its console entry point with config/road_seg.yaml and overrides."""
 
-    def __init__(self, log_path: Path, namespace: str = "", **params):
-        super().__init__(log_path, PARAMS_FILE, params, namespace, executable=[str(NODE_EXECUTABLE)])
+    def __init__(self, log_path: Path, namespace: str = "", executable=None, **params):
+        """``executable``: a command line to run instead of the console entry point (fault injection)."""
+        super().__init__(log_path, PARAMS_FILE, params, namespace, executable=executable or [str(NODE_EXECUTABLE)])
 
     def topic(self, name: str) -> str:
         """A node-private topic (label, color, ...) or, with a leading '../', one in the node's namespace."""

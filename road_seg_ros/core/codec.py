@@ -6,6 +6,11 @@ Raw images are read from any object with sensor_msgs/Image's fields
 rclpy messages and rosbags messages both are. Every problem raises
 ``ImageError`` (a ValueError) whose ``reason`` is a short key the node counts
 frames by and whose message names the problem precisely.
+
+Memory is bounded before any work: raw sizes are checked against the pixel
+limit before conversion, and JPEG and PNG sizes are read from their headers
+(SOF, IHDR) before decoding, so a few hundred bytes claiming 65535x65535
+pixels cost nothing. With no limit asked for, PIXEL_CEILING still applies.
 """
 
 from dataclasses import dataclass
@@ -20,6 +25,15 @@ ZERO_SIZE = "zero_size"
 CORRUPT_COMPRESSED = "corrupt_compressed"
 OVERSIZE = "oversize"
 REJECT_REASONS = (UNSUPPORTED_ENCODING, SHORT_DATA, ZERO_SIZE, CORRUPT_COMPRESSED, OVERSIZE)
+
+# The most pixels any frame may have, whatever the caller's limit (0 included): 2^25, as 8192x4096 (8K UHD,
+# 7680x4320, fits). The node holds several copies of a frame (decoded, RGB, labels, colours, overlay, their
+# messages): with every output subscribed, one 8192x4096 PNG took its peak RSS from 0.57 to 1.62 GB here
+# (8192x8192: 0.81 to 2.38 GB). A 30000x30000 JPEG bomb of 691 bytes, decoded blindly, costs 6 GB.
+PIXEL_CEILING = 2**25
+# A progressive JPEG is decoded in one pass over the whole frame per scan; encoders write about 10
+# (libjpeg's default progression has 10). Thousands of tiny scans make a small file decode for minutes.
+MAX_JPEG_SCANS = 100
 
 COMPRESSED_FORMATS = ("jpeg", "png")
 JPEG_QUALITY = 90
@@ -81,7 +95,7 @@ def raw_to_array(image) -> np.ndarray:
 
 def stored_pixels(image, max_pixels: int = 0) -> np.ndarray:
     """H x W x channels uint8 in the image's channel order, without row padding; a view where possible."""
-    check_size(image.width, image.height, max_pixels, image.encoding)
+    check_size(image.width, image.height, max_pixels, f"{image.encoding} image")
     height, width, encoding = image.height, image.width, image.encoding
     spec = ENCODINGS.get(encoding)
     if spec is None:
@@ -115,14 +129,25 @@ def from_rgb(rgb: np.ndarray, encoding: str) -> np.ndarray:
     return rgb if conversion is None else cv2.cvtColor(rgb, conversion)
 
 
-def check_size(width: int, height: int, max_pixels: int = 0, what: str = "") -> None:
-    """Raises ImageError for an empty image, or one with more than ``max_pixels`` pixels (0: no limit)."""
+def check_size(width: int, height: int, max_pixels: int = 0, what: str = "image") -> None:
+    """Raises ImageError for an empty image, or one with more than ``max_pixels`` pixels.
+
+    ``max_pixels`` 0 (no limit) and values over PIXEL_CEILING mean PIXEL_CEILING.
+    """
     if height == 0 or width == 0:
-        raise ImageError(ZERO_SIZE, f"zero-sized image: {width}x{height}" + (f" ({what})" if what else ""))
-    if max_pixels and width * height > max_pixels:
-        raise ImageError(
-            OVERSIZE, f"image {width}x{height} has {width * height} pixels, over max_input_pixels {max_pixels}"
-        )
+        raise ImageError(ZERO_SIZE, f"zero-sized {what}: {width}x{height}")
+    if width * height > pixel_limit(max_pixels):
+        if 0 < max_pixels <= PIXEL_CEILING:
+            limit = f"max_input_pixels {max_pixels}"
+        else:
+            asked = "no limit" if max_pixels <= 0 else "more"
+            limit = f"the codec's ceiling of {PIXEL_CEILING} (max_input_pixels {max_pixels} asks for {asked})"
+        raise ImageError(OVERSIZE, f"{what} {width}x{height} has {width * height} pixels, over {limit}")
+
+
+def pixel_limit(max_pixels: int = 0) -> int:
+    """The pixel limit that applies for a caller's ``max_pixels`` (0: none asked for)."""
+    return min(max_pixels, PIXEL_CEILING) if max_pixels > 0 else PIXEL_CEILING
 
 
 def _to_8bit(rows: np.ndarray, big_endian: bool) -> np.ndarray:
@@ -142,7 +167,10 @@ def compressed_kind(data) -> str | None:
 
 
 def compressed_to_rgb(data, fmt: str = "", max_pixels: int = 0) -> np.ndarray:
-    """JPEG or PNG bytes -> H x W x 3 uint8 RGB; ``fmt`` (the message's format string) only names it in errors."""
+    """JPEG or PNG bytes -> H x W x 3 uint8 RGB; ``fmt`` (the message's format string) only names it in errors.
+
+    The size in the header is checked against ``max_pixels`` (see check_size) before anything is decoded.
+    """
     array = np.frombuffer(data, dtype=np.uint8)
     if array.size == 0:
         raise ImageError(ZERO_SIZE, f"compressed image ({fmt or 'no format'}) has no data")
@@ -152,19 +180,85 @@ def compressed_to_rgb(data, fmt: str = "", max_pixels: int = 0) -> np.ndarray:
             UNSUPPORTED_ENCODING,
             f"unsupported compressed format {fmt!r}: the data is not jpeg or png (first bytes {array[:4].tobytes()!r})",
         )
-    bgr = cv2.imdecode(array, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageError(CORRUPT_COMPRESSED, f"corrupt {kind}: {array.size} B could not be decoded")
-    check_size(bgr.shape[1], bgr.shape[0], max_pixels)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(_decode(array, kind, cv2.IMREAD_COLOR, max_pixels), cv2.COLOR_BGR2RGB)
 
 
 def compressed_to_labels(data) -> np.ndarray:
     """A lossless single-channel 8-bit PNG (class ids) -> H x W uint8."""
-    labels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if labels is None or labels.ndim != 2 or labels.dtype != np.uint8:
+    array = np.frombuffer(data, dtype=np.uint8)
+    if compressed_kind(array) != "png":
+        raise ImageError(CORRUPT_COMPRESSED, "class ids must be a single-channel 8-bit png")
+    labels = _decode(array, "png", cv2.IMREAD_UNCHANGED)
+    if labels.ndim != 2 or labels.dtype != np.uint8:
         raise ImageError(CORRUPT_COMPRESSED, "class ids must be a single-channel 8-bit png")
     return labels
+
+
+def compressed_size(array: np.ndarray, kind: str) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header or a PNG's IHDR, without decoding; ImageError if unreadable."""
+    data = memoryview(array)
+    return _jpeg_size(data) if kind == "jpeg" else _png_size(data)
+
+
+def _decode(array: np.ndarray, kind: str, flags: int, max_pixels: int = 0) -> np.ndarray:
+    """Header checks first (size, JPEG scan count), then OpenCV; every failure is an ImageError."""
+    width, height = compressed_size(array, kind)
+    check_size(width, height, max_pixels, kind)
+    if kind == "jpeg":
+        scans = array.tobytes().count(b"\xff\xda")  # 0xFF is escaped in entropy-coded data: these are all markers
+        if scans > MAX_JPEG_SCANS:
+            raise ImageError(CORRUPT_COMPRESSED, f"jpeg has {scans} scans, over {MAX_JPEG_SCANS}: refused undecoded")
+    try:
+        image = cv2.imdecode(array, flags)
+    except cv2.error as error:  # OpenCV's own limits, or memory
+        message = f"{kind} {width}x{height} could not be decoded: {_first_line(error)}"
+        raise ImageError(CORRUPT_COMPRESSED, message) from None
+    if image is None:
+        raise ImageError(CORRUPT_COMPRESSED, f"corrupt {kind}: {array.size} B could not be decoded")
+    return image
+
+
+# JPEG markers: start-of-frame ones carry the size; these stand alone, without a length.
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
+_JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0-7
+_JPEG_SCAN, _JPEG_END = 0xDA, 0xD9
+
+
+def _jpeg_size(data: memoryview) -> tuple[int, int]:
+    """Walks the marker segments from SOI to the first start-of-frame; each is skipped by its length."""
+    position = 2  # past SOI
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            raise ImageError(CORRUPT_COMPRESSED, f"corrupt jpeg: no marker at byte {position}")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker in _JPEG_STANDALONE_MARKERS:
+            position += 2
+            continue
+        if marker in (_JPEG_SCAN, _JPEG_END):
+            break
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker in _JPEG_FRAME_MARKERS and length >= 8 and position + 9 <= len(data):
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return width, height
+        if length < 2:
+            raise ImageError(CORRUPT_COMPRESSED, f"corrupt jpeg: segment length {length} at byte {position}")
+        position += 2 + length
+    raise ImageError(CORRUPT_COMPRESSED, f"corrupt jpeg: no frame header in its {len(data)} B")
+
+
+def _png_size(data: memoryview) -> tuple[int, int]:
+    """The IHDR chunk must come first, right after the signature: length 13, then width and height."""
+    if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
+        raise ImageError(CORRUPT_COMPRESSED, f"corrupt png: no IHDR header in its first {min(len(data), 24)} B")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _first_line(error: Exception) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", jpeg_quality: int = JPEG_QUALITY) -> np.ndarray:

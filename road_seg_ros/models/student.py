@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import fields
 from .blocks import (
     AsymmetricPyramid,
     AsymmetricResidualBlock,
@@ -60,10 +61,29 @@ STUDENT_SIZES = {
 }
 
 
+_CHANNELS = fields.integer(*fields.CHANNELS)
+FIELD_CHECKS = {
+    "num_classes": fields.integer(*fields.NUM_CLASSES),
+    "stem_channels": _CHANNELS,
+    "stage2_channels": _CHANNELS,
+    "stage3_channels": _CHANNELS,
+    "stage2_dilations": fields.integers(fields.BLOCKS, *fields.DILATION),
+    "stage3_dilations": fields.integers(fields.BLOCKS, *fields.DILATION),
+    "pyramid_dilations": fields.integers(fields.BRANCHES, *fields.DILATION),
+    "decoder_channels": _CHANNELS,
+    "skip_channels": _CHANNELS,
+    "aux_head": fields.boolean,
+}
+
+
 def student_config(size="small", **overrides) -> StudentConfig:
-    if size not in STUDENT_SIZES:
-        raise ValueError(f"unknown student size {size!r}; choose from {sorted(STUDENT_SIZES)}")
+    """A preset size with ``overrides``; every field is checked against its bounds (ValueError)."""
+    if not isinstance(size, str) or size not in STUDENT_SIZES:
+        raise ValueError(f"unknown student size {fields.short(size)}; choose from {sorted(STUDENT_SIZES)}")
     values = {**STUDENT_SIZES[size].to_dict(), **overrides}
+    fields.check_fields("student", FIELD_CHECKS, values)
+    if not values["stem_channels"] < values["stage2_channels"] < values["stage3_channels"]:
+        raise ValueError("student channels must widen: stem_channels < stage2_channels < stage3_channels")
     for key in ("stage2_dilations", "stage3_dilations", "pyramid_dilations"):
         values[key] = tuple(values[key])
     return StudentConfig(**values)

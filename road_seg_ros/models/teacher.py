@@ -13,6 +13,7 @@ from torchvision.models import resnet
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from . import fields
 from .blocks import ConvBNAct
 
 _LOW_LEVEL_CHANNELS = {"resnet18": 64, "resnet34": 64, "resnet50": 256, "resnet101": 256}
@@ -31,13 +32,20 @@ class TeacherConfig:
         return asdict(self)
 
 
+FIELD_CHECKS = {
+    "num_classes": fields.integer(*fields.NUM_CLASSES),
+    "backbone": fields.choice(*_LOW_LEVEL_CHANNELS),
+    "output_stride": fields.choice(8, 16),  # 8 or 16
+    "atrous_rates": fields.integers(fields.BRANCHES, *fields.DILATION),
+    "aux_head": fields.boolean,
+}
+
+
 def teacher_config(**overrides) -> TeacherConfig:
+    """The default teacher with ``overrides``; every field is checked against its bounds (ValueError)."""
     values = {**TeacherConfig().to_dict(), **overrides}
+    fields.check_fields("teacher", FIELD_CHECKS, values)
     values["atrous_rates"] = tuple(values["atrous_rates"])
-    if values["backbone"] not in _LOW_LEVEL_CHANNELS:
-        raise ValueError(f"unknown teacher backbone {values['backbone']!r}; choose from {sorted(_LOW_LEVEL_CHANNELS)}")
-    if values["output_stride"] not in (8, 16):
-        raise ValueError("teacher output_stride must be 8 or 16")
     return TeacherConfig(**values)
 
 

@@ -13,25 +13,42 @@ from ..core.codec import REJECT_REASONS as IMAGE_REJECT_REASONS
 LATENCY_WINDOW = 200  # frames behind the latency percentiles
 PERCENTILES = (50, 90, 95, 99)
 INFERENCE_ERROR = "inference_error"
-REJECT_REASONS = (*IMAGE_REJECT_REASONS, INFERENCE_ERROR)
+INTERNAL_ERROR = "internal_error"  # anything else one frame raised: a bug, or an input nobody foresaw
+REJECT_REASONS = (*IMAGE_REJECT_REASONS, INFERENCE_ERROR, INTERNAL_ERROR)
+# No output for this long while frames keep arriving is an error, not a warning: the node serves nobody
+# (a stuck worker, or nothing but bad frames). A slow model gets SILENT_FRAMES of its frame time instead:
+# the DeepLabV3+ teacher takes 6.5 s a frame at 360x480 on this busy 2-core CPU.
+SILENT_ERROR_S = 5.0
+SILENT_FRAMES = 3
 
 
 class FrameStats:
     """Frame counts since start and over the current diagnostics window, and recent latencies."""
 
-    def __init__(self):
+    def __init__(self, frame_s: float = 0.0):
+        """``frame_s``: the time one frame is expected to take (the warm-up's), until frames are timed."""
         self._lock = threading.Lock()
         self.totals = Counter()
         self.rejected = Counter()
         self._window = Counter()
         self._window_start = time.monotonic()
         self._latencies_ms = deque(maxlen=LATENCY_WINDOW)
+        self._last_received = -math.inf
+        self._unanswered_since = None  # the first frame received since the last output (or idle frame)
+        self._frame_s = frame_s  # a running mean of the latency
 
     def count(self, event: str, reason: str = "") -> int:
         """Counts ``event`` (received, dropped, idle, rejected); returns the total for ``reason`` if given."""
         with self._lock:
             self.totals[event] += 1
             self._window[event] += 1
+            if event == "received":
+                now = time.monotonic()
+                if self._unanswered_since is None or now - self._last_received > self._silence_limit_s():
+                    self._unanswered_since = now  # input resumed after a pause: the silence starts again
+                self._last_received = now
+            elif event == "idle":
+                self._unanswered_since = None  # nobody listens: no output is due
             if reason:
                 self.rejected[reason] += 1
             return self.rejected[reason] if reason else self.totals[event]
@@ -41,6 +58,21 @@ class FrameStats:
             self.totals["published"] += 1
             self._window["published"] += 1
             self._latencies_ms.append(latency_ms)
+            self._unanswered_since = None
+            self._frame_s += 0.1 * (latency_ms / 1000.0 - self._frame_s)
+
+    def silent_s(self) -> float:
+        """How long frames have kept arriving without one output, once that is past the limit (SILENT_ERROR_S,
+        or SILENT_FRAMES frame times for a slow model); else 0, as when input stopped."""
+        with self._lock:
+            now, limit = time.monotonic(), self._silence_limit_s()
+            if self._unanswered_since is None or now - self._last_received > limit:
+                return 0.0
+            silent = now - self._unanswered_since
+            return silent if silent >= limit else 0.0
+
+    def _silence_limit_s(self) -> float:
+        return max(SILENT_ERROR_S, SILENT_FRAMES * self._frame_s)
 
     def take_window(self) -> tuple[Counter, float, list]:
         """The window's counts, its length in seconds and the recent latencies; starts a new window."""
@@ -51,19 +83,26 @@ class FrameStats:
             return window, seconds, list(self._latencies_ms)
 
 
-def health(window: Counter, fps_out: float, min_fps: float, input_topic: str) -> tuple[bytes, str]:
-    """The level and message of the node's status for one window of counts."""
+def health(
+    window: Counter, fps_out: float, min_fps: float, input_topic: str, silent_s: float = 0.0
+) -> tuple[bytes, str]:
+    """The level and message of the node's status for one window of counts.
+
+    ``silent_s``: how long input has flowed with no output, past the limit (FrameStats.silent_s): ERROR.
+    """
     if not window["received"]:
         return DiagnosticStatus.OK, f"no images on {input_topic} in the last second"
     if window["idle"] == window["received"]:
         return DiagnosticStatus.OK, "idle: no subscribers to any output"
-    problems = []
+    problems = [f"no output for {silent_s:.1f} s while input flows"] if silent_s else []
     if fps_out < min_fps:
         problems.append(f"output {fps_out:.1f} fps is below min_fps {min_fps:g}")
     if window["dropped"]:
         problems.append(f"dropped {window['dropped']} frames: inference is slower than the input")
     if window["rejected"]:
         problems.append(f"rejected {window['rejected']} bad frames")
+    if silent_s:
+        return DiagnosticStatus.ERROR, "; ".join(problems)
     if problems:
         return DiagnosticStatus.WARN, "; ".join(problems)
     return DiagnosticStatus.OK, f"{fps_out:.1f} fps"

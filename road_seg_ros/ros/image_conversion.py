@@ -24,7 +24,7 @@ __all__ = ["ImageError", "array_to_image", "compressed_to_rgb", "image_to_array"
 def image_to_rgb(msg: Image, max_pixels: int = 0) -> np.ndarray:
     """sensor_msgs/Image -> H x W x 3 uint8 RGB; ``max_pixels`` (0: no limit) rejects larger frames first."""
     if msg.encoding not in codec.ENCODINGS and CvBridge is not None:
-        codec.check_size(msg.width, msg.height, max_pixels, msg.encoding)
+        codec.check_size(msg.width, msg.height, max_pixels, f"{msg.encoding} image")
         return _convert_with_cv_bridge(msg)
     return codec.raw_to_rgb(msg, max_pixels)
 

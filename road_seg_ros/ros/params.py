@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from ..core.backends import BACKENDS
+from ..core.codec import PIXEL_CEILING
 from ..core.options import DEFAULTS, DEVICES, PRECISIONS
 from ..core.resources import NODE_NAME, PARAMS_FILE_NAME
 
@@ -61,7 +62,11 @@ PARAMETERS = (
     Param("qos_depth", 1, "History depth of the input and outputs", limits=(1, 100)),
     Param("overlay_alpha", 0.5, "Weight of the class colours in ~/overlay", limits=(0.0, 1.0), read_only=False),
     Param(
-        "max_input_pixels", 3840 * 2160, "Larger frames are rejected; 0: no limit", limits=(0, 10**9), read_only=False
+        "max_input_pixels",
+        3840 * 2160,
+        f"Larger frames are rejected, compressed ones from their header; 0: the codec's ceiling, {PIXEL_CEILING}",
+        limits=(0, PIXEL_CEILING),
+        read_only=False,
     ),
     Param(
         "min_fps",

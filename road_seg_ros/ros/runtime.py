@@ -1,9 +1,13 @@
-"""rclpy plumbing shared by the node and its clients: the Fast DDS profile, the executor, a private domain."""
+"""rclpy plumbing shared by the node and its clients: the Fast DDS profile, the executor, a private domain,
+and a guard on rclpy's parameter services."""
 
 import io
 import os
 
+from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.srv import SetParameters, SetParametersAtomically
 from rclpy.executors import Executor, SingleThreadedExecutor
+from rclpy.parameter import Parameter
 
 from ..core.resources import find_shipped
 
@@ -11,6 +15,7 @@ DDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROF
 DDS_PROFILE_NAME = "fastdds.xml"
 # Distros whose Fast DDS 2.x reads only the old variable; Fast DDS 3 warns that it is deprecated.
 FASTDDS_2_DISTROS = ("humble", "iron", "jazzy")
+PARAMETER_TYPES = frozenset(kind.value for kind in Parameter.Type)
 
 
 def apply_dds_profile(environ=os.environ) -> None:
@@ -46,3 +51,32 @@ def fast_executor(context=None) -> Executor:
     # UnsupportedOperation: it enables faulthandler, which needs a real stderr (not so under capsys)
     except (ImportError, io.UnsupportedOperation):
         return SingleThreadedExecutor(context=context)
+
+
+def refuse_malformed_parameter_requests(node) -> None:
+    """Answers a set_parameters request whose ParameterValue has an unknown type byte with a failed result.
+
+    rclpy's own parameter service raises ValueError on one (Parameter.Type(200)), out of the executor's
+    spin: one malformed request from any client on the network would stop the node.
+    """
+    for service in node.services:
+        if service.srv_type in (SetParameters, SetParametersAtomically):
+            service.callback = _refusing_unknown_types(service.callback, service.srv_type)
+
+
+def _refusing_unknown_types(callback, srv_type):
+    def checked(request, response):
+        unknown = [
+            f"{p.name!r} has type {p.value.type}" for p in request.parameters if p.value.type not in PARAMETER_TYPES
+        ]
+        if not unknown:
+            return callback(request, response)
+        reason = f"malformed request: {', '.join(unknown)}, not a ParameterType (0..{max(PARAMETER_TYPES)})"
+        result = SetParametersResult(successful=False, reason=reason)
+        if srv_type is SetParameters:
+            response.results = [result] * len(request.parameters)
+        else:
+            response.result = result
+        return response
+
+    return checked

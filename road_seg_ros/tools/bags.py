@@ -6,6 +6,7 @@ ROS installation. A bag is a rosbag2 directory or a single ``.mcap`` file
 bag raises ``BagError`` with a one-line message naming the problem.
 """
 
+import math
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -141,8 +142,8 @@ def write_camera_bag(
     """
     if encoding not in ENCODINGS:
         raise BagError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    if rate_hz <= 0:
-        raise BagError(f"rate must be positive, got {rate_hz} Hz")
+    if not 0 < rate_hz < math.inf:
+        raise BagError(f"rate must be a positive number, got {rate_hz} Hz")
     compressed = encoding in codec.COMPRESSED_FORMATS
     count = 0
     with BagRecorder(path, storage) as recorder:

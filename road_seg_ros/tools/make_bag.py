@@ -59,7 +59,7 @@ def parse_args(argv=None):
     for name, low in (("start", 0), ("every", 1), ("limit", 1)):
         if getattr(args, name) is not None and getattr(args, name) < low:
             parser.error(f"--{name} must be at least {low}, got {getattr(args, name)}")
-    if args.rate <= 0:
+    if not args.rate > 0:  # NaN too
         parser.error(f"--rate must be positive, got {args.rate}")
     return args
 

@@ -19,6 +19,7 @@ to a bag for RViz or Foxglove.
 
 import argparse
 import itertools
+import math
 import signal
 import time
 from pathlib import Path
@@ -60,8 +61,8 @@ def run_replay(
     ``on_output(stamp_ns, labels)`` sees every output, for callers that
     compare runs. ``progress`` None shows a bar on terminals only.
     """
-    if rate is not None and rate <= 0:
-        raise ReplayError(f"rate must be positive, got {rate}")
+    if rate is not None and not 0 < rate < math.inf:
+        raise ReplayError(f"rate must be a positive number, got {rate}")
     params_file = params_file or find_shipped("config", PARAMS_FILE_NAME)
     if params_file is None:
         raise ReplayError(f"no {PARAMS_FILE_NAME} in config/ or the package share; pass --params-file")
@@ -142,8 +143,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.offline and (args.record or args.connect or args.rate):
         parser.error("--offline runs without ROS: --record, --connect and --rate need the live node")
-    if args.timeout <= 0:
-        parser.error(f"--timeout must be positive, got {args.timeout}")
+    for flag, value in (("--rate", args.rate), ("--timeout", args.timeout)):
+        if value is not None and not 0 < value < math.inf:  # NaN too: it would wait forever
+            parser.error(f"{flag} must be a positive number, got {value}")
     return args
 
 

@@ -258,3 +258,15 @@ def test_make_bag_splits_a_drive_into_unlabeled_odd_and_labeled_even_frames(tmp_
                 np.testing.assert_array_equal(frame.ground_truth, label)
     with pytest.raises(SystemExit, match="leaves no frame"):
         make_bag_main(["--drive", "0001TP", "--start", "5000", "--out", str(tmp_path / "none.mcap")])
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, float("nan"), float("inf")])
+def test_bag_rate_must_be_a_positive_number(tmp_path, rate):
+    with pytest.raises(BagError, match="rate must be a positive number"):
+        write_camera_bag(tmp_path / "drive", [(np.zeros((4, 6, 3), np.uint8), None)], rate_hz=rate)
+
+
+def test_make_bag_refuses_a_limit_below_one(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        make_bag_main(["--drive", "Seq05VD", "--out", "x", "--limit", "0"])
+    assert exit_info.value.code == 2 and "--limit must be at least 1, got 0" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import camvid_drive_frames, cpu_engine
+from hostile import BOMBS, damaged_compressed, jpeg_bomb
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Writer
 
@@ -197,3 +198,59 @@ def test_unsupported_encoding_no_frames_and_corrupt_files(tmp_path):
     corrupt = tmp_path / "corrupt.mcap"
     corrupt.write_bytes(b"\x89MCAP0\r\n" + bytes(100))
     assert "corrupt" in cli_error(corrupt)
+
+
+def compressed_bag(path, frames: list[bytes]):
+    """A bag of CompressedImage frames holding exactly ``frames`` (stamps 1, 2, ...), without ground truth."""
+    with bags.BagRecorder(path) as recorder:
+        for stamp, data in enumerate(frames, start=1):
+            message = bags.TYPESTORE.types[bags.COMPRESSED_TYPE](
+                header=bags._header(stamp), format="jpeg", data=np.frombuffer(data, np.uint8)
+            )
+            raw = bytes(bags.TYPESTORE.serialize_cdr(message, bags.COMPRESSED_TYPE))
+            recorder.write(bags.COMPRESSED_TOPIC, bags.COMPRESSED_TYPE, stamp, raw)
+    return path
+
+
+def good_jpeg(seed: int) -> bytes:
+    rgb = cv2.resize(np.random.default_rng(seed).integers(0, 256, (6, 8, 3), np.uint8), (128, 96))
+    return cv2.imencode(".jpg", rgb)[1].tobytes()
+
+
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_a_bomb_frame_ends_offline_replay_in_one_line_naming_it(tmp_path, tiny_checkpoint, bomb):
+    """Replay stops at a frame the codec refuses: a report would silently cover fewer frames than the drive."""
+    data, (width, height) = BOMBS[bomb][0](), BOMBS[bomb][1]
+    bag = compressed_bag(tmp_path / "drive", [good_jpeg(0), good_jpeg(1), data, good_jpeg(2)])
+    message = cli_error(bag, "--offline", "--checkpoint", tiny_checkpoint, "--out", tmp_path / "out")
+    assert f"{width}x{height}" in message and "over the codec's ceiling" in message and "at stamp 3" in message
+
+
+def test_a_damaged_first_frame_is_refused_when_the_bag_opens(tmp_path):
+    bag = compressed_bag(tmp_path / "drive", [damaged_compressed()["jpeg_truncated_in_scan"][0], good_jpeg(0)])
+    assert "corrupt jpeg" in cli_error(bag, "--offline", "--out", tmp_path / "out")
+
+
+def test_a_bomb_frame_ends_live_replay_in_one_line_and_stops_the_node(tmp_path, node_parameters):
+    bag = compressed_bag(tmp_path / "drive", [good_jpeg(0), good_jpeg(1), jpeg_bomb(30000, 30000), good_jpeg(2)])
+    argv = [bag, "--out", tmp_path / "out", "--device", "cpu", "--checkpoint", node_parameters["model_path"]]
+    message = cli_error(*argv)
+    assert "jpeg 30000x30000" in message and "at stamp 3" in message
+    node_log = (tmp_path / "out" / "node.log").read_text()
+    assert "Traceback" not in node_log
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--rate", "nan"], "--rate must be a positive number, got nan"),
+        (["--rate", "0"], "--rate must be a positive number"),
+        (["--timeout", "nan"], "--timeout must be a positive number, got nan"),
+        (["--timeout", "-1"], "--timeout must be a positive number"),
+        (["--timeout", "inf"], "--timeout must be a positive number"),
+    ],
+)
+def test_pacing_arguments_must_be_positive_numbers(capsys, argv, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and words in capsys.readouterr().err

@@ -1,0 +1,99 @@
+"""The codec against hostile data: sizes are read from JPEG and PNG headers and checked before anything is
+decoded, damaged data and inconsistent raw fields are each refused with their reason in one line."""
+
+import cv2
+import numpy as np
+import pytest
+from hostile import BOMBS, damaged_compressed, inconsistent_raw, png_bomb
+
+from road_seg_ros.core import codec
+from road_seg_ros.core.codec import ImageError
+
+NODE_DEFAULT_LIMIT = 3840 * 2160
+
+
+def refused(function, *args, **kwargs) -> ImageError:
+    with pytest.raises(ImageError) as error:
+        function(*args, **kwargs)
+    assert "\n" not in str(error.value)
+    return error.value
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fails the test if OpenCV is asked to decode anything."""
+
+    def decode(*_):
+        raise AssertionError("cv2.imdecode was called")
+
+    monkeypatch.setattr(codec.cv2, "imdecode", decode)
+
+
+@pytest.mark.parametrize("limit", [0, NODE_DEFAULT_LIMIT, 10**9])
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_bombs_are_refused_from_their_header_without_decoding(no_decoding, bomb, limit):
+    make, (width, height) = BOMBS[bomb]
+    error = refused(codec.compressed_to_rgb, make(), "png", max_pixels=limit)
+    assert error.reason == codec.OVERSIZE and f"{width}x{height} has {width * height} pixels" in str(error)
+    expected = f"max_input_pixels {limit}" if limit == NODE_DEFAULT_LIMIT else f"ceiling of {codec.PIXEL_CEILING}"
+    assert expected in str(error)
+
+
+def test_class_id_pngs_are_checked_from_their_header_too(no_decoding):
+    assert refused(codec.compressed_to_labels, png_bomb(20000, 20000)).reason == codec.OVERSIZE
+
+
+@pytest.mark.parametrize("name", sorted(damaged_compressed()))
+def test_damaged_compressed_data_is_refused_with_its_reason(name):
+    data, reason = damaged_compressed()[name]
+    error = refused(codec.compressed_to_rgb, data, "jpeg")
+    assert error.reason == reason, str(error)
+
+
+@pytest.mark.parametrize("name", sorted(inconsistent_raw()))
+def test_inconsistent_raw_fields_are_refused_with_their_reason(name):
+    image, reason = inconsistent_raw()[name]
+    error = refused(codec.raw_to_rgb, image)
+    assert error.reason == reason, str(error)
+    assert f"{image.width}x{image.height}" in str(error) or image.encoding in str(error) or "step" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("kind", "flags", "shape"),
+    [
+        ("jpeg", [], (37, 53, 3)),
+        ("jpeg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], (61, 29, 3)),
+        ("jpeg", [cv2.IMWRITE_JPEG_RST_INTERVAL, 1], (16, 300, 3)),
+        ("jpeg", [], (45, 70)),
+        ("png", [], (37, 53, 3)),
+        ("png", [], (9, 1000)),
+    ],
+)
+def test_header_sizes_are_the_decoded_sizes(kind, flags, shape):
+    pixels = cv2.resize(np.random.default_rng(3).integers(0, 256, (4, 4, 3), np.uint8), shape[1::-1])
+    pixels = pixels if len(shape) == 3 else pixels[..., 0]
+    encoded = cv2.imencode(f".{'jpg' if kind == 'jpeg' else kind}", pixels, flags)[1].ravel()
+    assert codec.compressed_size(encoded, kind) == (shape[1], shape[0])
+    assert codec.compressed_to_rgb(encoded).shape == (*shape[:2], 3)
+
+
+def test_sixteen_bit_png_header_and_decode():
+    pixels = (np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) * 100).astype(np.uint16)
+    encoded = cv2.imencode(".png", pixels)[1].ravel()
+    assert codec.compressed_size(encoded, "png") == (30, 20)
+    assert codec.compressed_to_rgb(encoded).shape == (20, 30, 3)
+
+
+def test_the_ceiling_holds_whatever_the_limit():
+    codec.check_size(8192, 4096, 0)
+    codec.check_size(7680, 4320, 10**9)
+    for limit in (0, 10**9):
+        assert refused(codec.check_size, 8192, 4097, limit).reason == codec.OVERSIZE
+    assert refused(codec.check_size, 100, 100, 9999).reason == codec.OVERSIZE
+    codec.check_size(100, 100, 10000)
+
+
+def test_a_complete_frame_at_the_limit_still_decodes():
+    """A real (all-zero, 1-bit) 4000x2000 PNG passes the header check and decodes: the checks refuse only sizes."""
+    rgb = codec.compressed_to_rgb(png_bomb(4000, 2000, full_data=True), max_pixels=4000 * 2000)
+    assert rgb.shape == (2000, 4000, 3) and not rgb.any()
