@@ -1,6 +1,7 @@
 """Command-line pieces every tool shares: the engine's flags, and the one-line exit on a bad input."""
 
 import argparse
+import math
 import sys
 
 from .backends import BACKENDS
@@ -41,6 +42,32 @@ def given_engine_flags(args) -> dict:
 def engine_options(args, base: EngineOptions = DEFAULTS) -> EngineOptions:
     """``base`` with the engine flags the user gave."""
     return base.with_changes(**given_engine_flags(args))
+
+
+def whole_number(minimum: int):
+    """An argparse type: an integer of at least ``minimum`` (the error names both)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (NaN and infinity refused: a wait on them never ends)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not 0.0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return value
 
 
 def exit_with(prog: str, error) -> None:

@@ -17,6 +17,7 @@ report.json and mosaic.png; state.pt lets ``--resume`` continue a run.
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from ..core.checkpoint import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
-from ..core.cli import exit_with
+from ..core.cli import exit_with, positive_number, whole_number
 from ..core.engine import SegmentationEngine
 from ..core.labels import color_table
 from ..core.options import DEVICES, EngineError, EngineOptions, default_checkpoint
@@ -262,9 +263,13 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="road-seg-adapt", description=__doc__.split("\n\n")[0])
     parser.add_argument("bag", help="rosbag2 directory or .mcap/.db3 file of your camera (no labels needed)")
     parser.add_argument("--topic", help="image topic (default: /camera/image_raw[/compressed] or the only one)")
-    parser.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th frame (default: all)")
+    parser.add_argument(
+        "--every", type=whole_number(1), default=1, metavar="N", help="use every N-th frame (default: all)"
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for adapted.safetensors and the report")
-    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help="wall-clock budget of the fine-tune")
+    parser.add_argument(
+        "--minutes", type=positive_number, default=DEFAULT_MINUTES, help="wall-clock budget of the fine-tune"
+    )
     parser.add_argument("--checkpoint", help="the student to adapt (default: the shipped one)")
     parser.add_argument("--teacher", help="teacher checkpoint (default: the committed GPU teacher, else the student)")
     parser.add_argument("--gt-topic", help="ground-truth topic: adds before/after mIoU on the held-out frames")
@@ -275,20 +280,18 @@ def parse_args(argv=None):
     parser.add_argument(
         "--source-weight", type=float, default=1.0, help="weight of the labeled CamVid batches (0: none)"
     )
-    parser.add_argument("--source-limit", type=int, help=argparse.SUPPRESS)  # tests: fewer CamVid frames to load
-    parser.add_argument("--held-out-every", type=int, default=8, metavar="K", help="hold out every K-th frame")
-    parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (smoke runs)")
+    parser.add_argument(
+        "--source-limit", type=whole_number(1), help=argparse.SUPPRESS
+    )  # tests: fewer CamVid frames to load
+    parser.add_argument(
+        "--held-out-every", type=whole_number(2), default=8, metavar="K", help="hold out every K-th frame"
+    )
+    parser.add_argument("--max-steps", type=whole_number(1), metavar="N", help="stop after N steps (smoke runs)")
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run in DIR")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args(argv)
-    for name, low in (("every", 1), ("held_out_every", 2), ("max_steps", 1)):
-        value = getattr(args, name)
-        if value is not None and value < low:
-            parser.error(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
-    if not args.minutes > 0:
-        parser.error(f"--minutes must be positive, got {args.minutes}")
-    if args.source_weight < 0:
+    if not 0.0 <= args.source_weight < math.inf:
         parser.error(f"--source-weight must be 0 or more, got {args.source_weight}")
     return args
 

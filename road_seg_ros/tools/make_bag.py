@@ -11,7 +11,7 @@ An ``--out`` ending in .mcap writes one MCAP file instead of a bag directory.
 
 import argparse
 
-from ..core.cli import exit_with
+from ..core.cli import exit_with, positive_number, whole_number
 from ..core.codec import JPEG_QUALITY
 from ..training.data import SPLITS, DataError, load_label, load_rgb, read_split
 from .bags import STORAGES, BagError, write_camera_bag
@@ -48,20 +48,20 @@ def parse_args(argv=None):
     parser.add_argument("--out", required=True, help="bag directory to create, or a .mcap file")
     parser.add_argument("--storage", default="mcap", choices=STORAGES)
     parser.add_argument("--transport", default="raw", choices=tuple(TRANSPORT_ENCODINGS))
-    parser.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, metavar="HZ", help="frame rate of the stamps")
-    parser.add_argument("--start", type=int, default=0, metavar="K", help="first frame, counting from 0 (default 0)")
-    parser.add_argument("--every", type=int, default=1, metavar="N", help="every N-th frame from --start (default 1)")
-    parser.add_argument("--limit", type=int, metavar="N", help="at most N frames")
+    parser.add_argument(
+        "--rate", type=positive_number, default=DEFAULT_RATE_HZ, metavar="HZ", help="frame rate of the stamps"
+    )
+    parser.add_argument(
+        "--start", type=whole_number(0), default=0, metavar="K", help="first frame, counting from 0 (default 0)"
+    )
+    parser.add_argument(
+        "--every", type=whole_number(1), default=1, metavar="N", help="every N-th frame from --start (default 1)"
+    )
+    parser.add_argument("--limit", type=whole_number(1), metavar="N", help="at most N frames")
     parser.add_argument(
         "--no-ground-truth", dest="ground_truth", action="store_false", help="leave the labels out (unlabeled drive)"
     )
-    args = parser.parse_args(argv)
-    for name, low in (("start", 0), ("every", 1), ("limit", 1)):
-        if getattr(args, name) is not None and getattr(args, name) < low:
-            parser.error(f"--{name} must be at least {low}, got {getattr(args, name)}")
-    if not args.rate > 0:  # NaN too
-        parser.error(f"--rate must be positive, got {args.rate}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from ..core.checkpoint import CheckpointError
-from ..core.cli import add_engine_arguments, engine_options, exit_with
+from ..core.cli import add_engine_arguments, engine_options, exit_with, whole_number
 from ..core.engine import SegmentationEngine
 from ..core.options import EngineError
 from .data import SPLITS, DataError, load_label, load_rgb, read_split
@@ -78,23 +78,13 @@ def parse_args(argv=None):
     parser.add_argument("--split", default="val", choices=SPLITS)
     parser.add_argument("--scales", type=float, nargs="+", help="multi-scale test-time augmentation, e.g. 0.75 1 1.25")
     parser.add_argument("--flip", action="store_true", help="add horizontally flipped views")
-    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N frames of the split")
+    parser.add_argument("--limit", type=whole_number(1), metavar="N", help="only the first N frames of the split")
     parser.add_argument("--save-predictions", type=Path, metavar="DIR", help="one uint8 label PNG per frame")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     args = parser.parse_args(argv)
     if args.json is not None and args.json.is_dir():
         parser.error(f"--json {args.json} is a directory; give a file name")
     return args
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def run(args) -> dict:

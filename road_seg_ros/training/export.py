@@ -20,6 +20,7 @@ import torch
 
 from ..core.backends import LabelsNet, OnnxRuntimeRunner, RunnerSetup, onnx_bytes
 from ..core.checkpoint import METADATA_KEY, CheckpointError, ModelInfo, load_checkpoint
+from ..core.cli import whole_number
 from ..core.frames import synthetic_frames
 from ..core.options import EngineError, default_checkpoint
 from ..core.preprocess import normalisation
@@ -136,7 +137,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--calibration-frames",
-        type=int,
+        type=whole_number(1),
         default=CALIBRATION_FRAMES,
         metavar="N",
         help=f"int8: train frames to calibrate on (default {CALIBRATION_FRAMES})",
@@ -146,8 +147,6 @@ def parse_args(argv=None):
         parser.error("--format onnx needs --out FILE")
     if args.precision not in FORMAT_PRECISIONS[args.format]:
         parser.error(f"--format {args.format} exports {' or '.join(FORMAT_PRECISIONS[args.format])} only")
-    if args.calibration_frames < 1:
-        parser.error(f"--calibration-frames must be at least 1, got {args.calibration_frames}")
     return args
 
 

@@ -269,4 +269,4 @@ def test_bag_rate_must_be_a_positive_number(tmp_path, rate):
 def test_make_bag_refuses_a_limit_below_one(capsys):
     with pytest.raises(SystemExit) as exit_info:
         make_bag_main(["--drive", "Seq05VD", "--out", "x", "--limit", "0"])
-    assert exit_info.value.code == 2 and "--limit must be at least 1, got 0" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --limit: must be at least 1, got 0" in capsys.readouterr().err

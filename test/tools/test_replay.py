@@ -243,11 +243,11 @@ def test_a_bomb_frame_ends_live_replay_in_one_line_and_stops_the_node(tmp_path, 
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["--rate", "nan"], "--rate must be a positive number, got nan"),
-        (["--rate", "0"], "--rate must be a positive number"),
-        (["--timeout", "nan"], "--timeout must be a positive number, got nan"),
-        (["--timeout", "-1"], "--timeout must be a positive number"),
-        (["--timeout", "inf"], "--timeout must be a positive number"),
+        (["--rate", "nan"], "argument --rate: must be a positive number, got nan"),
+        (["--rate", "0"], "argument --rate: must be a positive number"),
+        (["--timeout", "nan"], "argument --timeout: must be a positive number, got nan"),
+        (["--timeout", "-1"], "argument --timeout: must be a positive number"),
+        (["--timeout", "inf"], "argument --timeout: must be a positive number"),
     ],
 )
 def test_pacing_arguments_must_be_positive_numbers(capsys, argv, words):
