@@ -76,9 +76,6 @@ class HostPipeline:
         batch = self.preprocess(rgb).copy()
         return lambda: self.runner(batch)
 
-    def run(self, rgb, with_color, with_overlay, alpha) -> Segmentation:
-        return self.run_batch([rgb], [with_color], [with_overlay], alpha)[0]
-
     def run_batch(self, frames, with_color, with_overlay, alpha) -> list[Segmentation]:
         """``frames`` through the runner as one batch; ``with_color`` and ``with_overlay``: one flag per frame.
 

@@ -135,4 +135,5 @@ def test_cameras_through_one_node_against_one_node_each(tiny_checkpoint):
     assert cost["device"] == "cpu" and cost["batch_ms"]["inference"] > 0 and cost["ratio"]["total"] > 0
     text = report_markdown(report, "road-seg-bench --node 96x128 --cameras 2")
     assert "| one node, 2 cameras | cam1 | 10 |" in text and "| 2 nodes, one camera each | 2 |" in text
+    assert "CPU ms per answered frame" in text
     assert "- 96x128: one node serves 2 cameras with less CPU time and memory than 2 nodes" in text
