@@ -1,6 +1,7 @@
 """Starts road_seg_node with config/road_seg.yaml and, optionally, RViz on its outputs.
 
 ros2 launch road_seg_ros road_seg.launch.py image:=/camera/image_raw device:=cuda rviz:=true
+ros2 launch road_seg_ros road_seg.launch.py cameras:="[front, left]"   # front/image, left/image in
 
 The node applies the large-frame DDS profile (config/fastdds.xml) itself, unless one is set.
 """
@@ -13,6 +14,7 @@ from launch.conditions import IfCondition
 from launch.launch_description import LaunchDescription  # `from launch import` would read as our launch/ folder
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 PACKAGE = "road_seg_ros"
 EXECUTABLE = "road_seg_node"
@@ -33,6 +35,12 @@ def generate_launch_description():
     return LaunchDescription(
         [
             DeclareLaunchArgument("image", default_value="image", description="camera image topic"),
+            DeclareLaunchArgument(
+                "cameras",
+                default_value="",
+                description='camera names, e.g. "[front, left]": camera C reads C/image, publishes ~/C/label ...; '
+                "empty: from params_file",
+            ),
             DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
             DeclareLaunchArgument("node_name", default_value=NODE_NAME, description="name of the node"),
             DeclareLaunchArgument(
@@ -52,6 +60,8 @@ def generate_launch_description():
 def _start_node(context):
     """The node, with only the parameter arguments actually given overriding the params file."""
     overrides = {name: LaunchConfiguration(name).perform(context) for name in PARAMETER_ARGUMENTS}
+    if LaunchConfiguration("cameras").perform(context):  # a YAML list, read as one: "[front, left]"
+        overrides["cameras"] = ParameterValue(LaunchConfiguration("cameras"), value_type=list[str])
     topic = LaunchConfiguration("image").perform(context)
     node_name = LaunchConfiguration("node_name").perform(context)
     return [

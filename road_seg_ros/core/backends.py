@@ -53,11 +53,16 @@ class LogitsNet(nn.Module):
         return self.net(batch)["out"]
 
 
-def onnx_bytes(net: nn.Module, input_size, with_argmax: bool = True) -> bytes:
-    """Exports an fp32 CPU network at a fixed batch-1 input size; the graph outputs labels (or logits)."""
+def onnx_bytes(net: nn.Module, input_size, with_argmax: bool = True, dynamic_batch: bool = False) -> bytes:
+    """Exports an fp32 CPU network at a fixed input size; the graph outputs labels (or logits).
+
+    The batch is 1, or any N with ``dynamic_batch`` (ONNX Runtime runs one graph for every batch size).
+    """
     height, width = input_size
     wrapper = (LabelsNet(net) if with_argmax else LogitsNet(net)).eval()
     sample = torch.zeros(1, 3, height, width)
+    output = "labels" if with_argmax else "logits"
+    dynamic_axes = {ONNX_INPUT: {0: "batch"}, output: {0: "batch"}} if dynamic_batch else None
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode():
         # The TorchScript exporter needs no extra dependency and traces a fixed-size graph,
@@ -69,7 +74,8 @@ def onnx_bytes(net: nn.Module, input_size, with_argmax: bool = True) -> bytes:
             (sample,),
             buffer,
             input_names=[ONNX_INPUT],
-            output_names=["labels" if with_argmax else "logits"],
+            output_names=[output],
+            dynamic_axes=dynamic_axes,
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
@@ -109,7 +115,8 @@ class TorchDeviceRunner:
 
 
 class OnnxRuntimeRunner:
-    """An exported ``LabelsNet`` in ONNX Runtime on the CPU; the batch is 1 x 3 x H x W float32."""
+    """An exported ``LabelsNet`` in ONNX Runtime on the CPU; the batch is N x 3 x H x W float32 (N = 1 unless the
+    graph was exported with a dynamic batch)."""
 
     layout = "nchw"
     on_device = False
@@ -191,7 +198,8 @@ def _torch_runner(net, setup: RunnerSetup):
 
 
 def _onnxruntime_runner(net, setup: RunnerSetup):
-    return OnnxRuntimeRunner(onnx_bytes(net, setup.input_size), setup.num_threads or torch.get_num_threads())
+    model = onnx_bytes(net, setup.input_size, dynamic_batch=True)  # one graph for the node's batches of cameras
+    return OnnxRuntimeRunner(model, setup.num_threads or torch.get_num_threads())
 
 
 def _openvino_hardware_runs(precision: str) -> bool:

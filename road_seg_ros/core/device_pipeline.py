@@ -94,16 +94,19 @@ def labels_to_outputs(labels, frame, geometry: FrameGeometry, colors: torch.Tens
 class DevicePipeline:
     """The whole frame on the device: upload, resize, normalise, forward, argmax, labels resize, colours, overlay.
 
-    On CUDA the uint8 frame is staged in pinned memory and uploaded without
+    One frame at a time (the fast path): on CUDA the uint8 frame is staged in pinned memory and uploaded without
     blocking; each stage is one CUDA graph over static buffers (captured for
     the fixed input size, and per frame size for the stages that depend on
     it; eager when capture fails or ``cuda_graphs`` is off), CUDA events time
     the stages without synchronising between them, and only the uint8
     results come back, through pinned memory. On the CPU the same code runs
-    eagerly, which is how the tests check it without a GPU.
+    eagerly, which is how the tests check it without a GPU. A batch of several
+    frames (``run_batch``) runs eagerly through the same functions, each frame
+    resized on the device into one N-frame batch for one forward pass.
     """
 
     MAX_FRAME_SIZES = 4  # frame sizes whose buffers and graphs are kept
+    MAX_GEOMETRIES = 16  # frame sizes whose resize tables the batched path keeps
 
     def __init__(self, runner, input_size, mean, std, colors: np.ndarray, cuda_graphs=True):
         """``runner``: a device runner (backends.TorchDeviceRunner), which holds the network, device and dtype."""
@@ -121,6 +124,7 @@ class DevicePipeline:
         self.labels = torch.zeros(1, height, width, device=self.device, dtype=torch.uint8)
         self.infer = _Graphed(self._infer_step, self.use_graphs)
         self._frames = OrderedDict()
+        self._geometries = OrderedDict()
         self._marks = _StageMarks(self.on_cuda, 4)
 
     @torch.inference_mode()
@@ -159,7 +163,7 @@ class DevicePipeline:
         return step
 
     def run(self, rgb, with_color, with_overlay, alpha) -> Segmentation:
-        want = ("labels",) + (("color",) if with_color else ()) + (("overlay",) if with_overlay else ())
+        want = _wanted(with_color, with_overlay)
         marks = self._marks
         start = time.perf_counter()
         stages = self._stage_frame(rgb, want, alpha)
@@ -184,12 +188,62 @@ class DevicePipeline:
         }
         return Segmentation(results["labels"], timings, results.get("color"), results.get("overlay"))
 
+    def run_batch(self, frames, with_color, with_overlay, alpha) -> list[Segmentation]:
+        """``frames`` as one batch; ``with_color`` and ``with_overlay``: one flag per frame. One frame takes the
+        graphed path of ``run``; several run eagerly. Every result carries the batch's stage times."""
+        if len(frames) == 1:
+            return [self.run(frames[0], with_color[0], with_overlay[0], alpha)]
+        marks = self._marks
+        start = time.perf_counter()
+        marks.mark(0)
+        with torch.inference_mode():
+            # from_numpy shares a frame's memory; one decoded read-only (a message's buffer) is copied first
+            uploaded = [torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).to(self.device) for rgb in frames]
+            geometries = [self._geometry(rgb.shape[:2]) for rgb in frames]
+            batch = torch.cat([frame_to_batch(f, g, self.normalize, self.dtype) for f, g in zip(uploaded, geometries)])
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            marks.mark(1)
+            labels = self.runner(batch)
+            marks.mark(2)
+            host = []
+            for index, (frame, geometry) in enumerate(zip(uploaded, geometries)):
+                want = _wanted(with_color[index], with_overlay[index])
+                outputs = labels_to_outputs(labels[index : index + 1], frame, geometry, self.colors, want, alpha)
+                host.append({name: self._to_host(tensor) for name, tensor in outputs.items()})
+        marks.mark(3)
+        marks.wait(3)
+        arrived = time.perf_counter()
+        results = [{name: tensor.numpy() for name, tensor in outputs.items()} for outputs in host]
+        end = time.perf_counter()
+        timings = {
+            "preprocess": marks.elapsed_ms(0, 1),
+            "inference": marks.elapsed_ms(1, 2),
+            "postprocess": marks.elapsed_ms(2, 3) + (end - arrived) * 1000.0,
+            "total": (end - start) * 1000.0,
+        }
+        return [Segmentation(r["labels"], dict(timings), r.get("color"), r.get("overlay")) for r in results]
+
+    def _geometry(self, frame_size) -> FrameGeometry:
+        """The resize tables for one frame size (kept for the last MAX_GEOMETRIES sizes)."""
+        frame_size = tuple(frame_size)
+        if frame_size in self._geometries:
+            self._geometries.move_to_end(frame_size)
+        else:
+            if len(self._geometries) >= self.MAX_GEOMETRIES:
+                self._geometries.popitem(last=False)
+            self._geometries[frame_size] = FrameGeometry(frame_size, self.input_size, self.device)
+        return self._geometries[frame_size]
+
     def _to_host(self, tensor: torch.Tensor) -> torch.Tensor:
         """A fresh host copy of a static output (pinned, without blocking, on CUDA); the caller keeps it."""
         if not self.on_cuda:
             return tensor.clone()
         host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
         return host.copy_(tensor, non_blocking=True)
+
+
+def _wanted(with_color: bool, with_overlay: bool) -> tuple:
+    return ("labels",) + (("color",) if with_color else ()) + (("overlay",) if with_overlay else ())
 
 
 class _FrameStages:

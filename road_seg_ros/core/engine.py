@@ -2,7 +2,8 @@
 
 The node, the evaluator, the bag replay and the benchmark all call
 ``SegmentationEngine.segment``; its stage timings are the ones every front
-end reports.
+end reports. ``segment_batch`` runs several frames (the node's cameras) as
+one batch through the model, with the same results as one call each.
 
 Per frame the engine does one resize, one normalisation, one forward pass
 with its argmax, and one nearest-neighbour resize of the labels back to the
@@ -97,10 +98,28 @@ class SegmentationEngine:
 
         ``overlay_alpha`` is the colours' weight in the overlay.
         """
-        check_frame(rgb)
+        return self.segment_batch([rgb], with_color, with_overlay, overlay_alpha)[0]
+
+    def segment_batch(self, frames, with_color=False, with_overlay=False, overlay_alpha=0.5) -> list[Segmentation]:
+        """Segments frames of any sizes as one batch through the model: each is resized to the input size, the
+        network runs once on all of them, and each result is back at its frame's size, pixel for pixel what
+        ``segment`` gives for that frame alone.
+
+        ``with_color`` and ``with_overlay``: one flag for every frame, or a list of one per frame. Each
+        result's timings are the batch's (every frame waited for all of it).
+        """
+        frames = list(frames)
+        for rgb in frames:
+            check_frame(rgb)
         if not 0.0 <= overlay_alpha <= 1.0:
             raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
-        return self._pipeline.run(rgb, with_color, with_overlay, float(overlay_alpha))
+        if not frames:
+            return []
+        colors, overlays = (
+            _per_frame(flags, len(frames), name)
+            for flags, name in ((with_color, "with_color"), (with_overlay, "with_overlay"))
+        )
+        return self._pipeline.run_batch(frames, colors, overlays, float(overlay_alpha))
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """The normalised 1 x 3 x H x W batch ``self.model`` takes; a view of a buffer the next frame reuses."""
@@ -123,3 +142,13 @@ class SegmentationEngine:
         """Blends the class colours over the frame; ``alpha`` is the colours' weight."""
         color = self.colorize(labels) if color is None else color
         return cv2.addWeighted(rgb, 1.0 - alpha, color, alpha, 0.0)
+
+
+def _per_frame(flags, count: int, name: str) -> list:
+    """One bool for each of ``count`` frames, from one flag or a list or tuple of them."""
+    if not isinstance(flags, (list, tuple)):
+        return [bool(flags)] * count
+    flags = [bool(flag) for flag in flags]
+    if len(flags) != count:
+        raise ValueError(f"{name} needs one flag per frame: {count}, got {len(flags)}")
+    return flags

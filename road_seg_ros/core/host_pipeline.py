@@ -11,12 +11,13 @@ from .result import Segmentation
 
 
 class HostPipeline:
-    """Frames through a host runner (PyTorch on the CPU, ONNX Runtime, OpenVINO).
+    """Frames through a host runner (PyTorch on the CPU, ONNX Runtime, OpenVINO), one at a time or as a batch.
 
-    The buffer has the layout the runner reads: 1 x H x W x 3 for PyTorch's
-    channels_last (so the tensor is a view of it), 1 x 3 x H x W for ONNX.
-    A runner that normalises in its own graph (layout "rgb8") gets the resized
-    uint8 frame itself, without a copy.
+    The buffer has the layout the runner reads: N x H x W x 3 for PyTorch's
+    channels_last (so the tensor is a view of it), N x 3 x H x W for ONNX; it
+    grows to the largest batch seen. A runner that normalises in its own graph
+    (layout "rgb8") gets the resized uint8 frame itself, without a copy (a
+    batch: the frames stacked).
     """
 
     def __init__(self, runner, input_size, mean, std, colors: np.ndarray):
@@ -30,25 +31,42 @@ class HostPipeline:
         if self.channels_last:
             # Rows of W * 3 values with the per-channel constants tiled along them: numpy's inner loop
             # then runs over a whole row instead of 3 values (4x faster at 360x480).
-            self._buffer = np.empty((1, height, width, 3), np.float32)
-            self._target = self._buffer.reshape(height, width * 3)
+            self._frame_shape = (height, width, 3)
             self._scale, self._offset = np.tile(scale, width), np.tile(offset, width)
         else:
-            self._buffer = np.empty((1, 3, height, width), np.float32)
-            self._target = self._buffer
+            self._frame_shape = (3, height, width)
             self._scale, self._offset = scale.reshape(1, 3, 1, 1), offset.reshape(1, 3, 1, 1)
+        self._buffer = np.empty((1, *self._frame_shape), np.float32)
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """The batch the runner takes: the normalised buffer, or for "rgb8" the resized frame (1 x H x W x 3)."""
-        rgb = resize_frame(rgb, self.input_size)
-        return np.ascontiguousarray(rgb)[np.newaxis] if self.takes_frames else self.normalise(rgb)
+        return self.preprocess_batch([rgb])
+
+    def preprocess_batch(self, frames) -> np.ndarray:
+        """The batch the runner takes for ``frames``, each resized to the input size first."""
+        resized = [resize_frame(rgb, self.input_size) for rgb in frames]
+        if self.takes_frames:
+            return np.ascontiguousarray(resized[0])[np.newaxis] if len(resized) == 1 else np.stack(resized)
+        if len(self._buffer) < len(resized):
+            self._buffer = np.empty((len(resized), *self._frame_shape), np.float32)
+        batch = self._buffer[: len(resized)]
+        for index, rgb in enumerate(resized):
+            self._normalise_into(rgb, batch[index : index + 1])
+        return batch
 
     def normalise(self, rgb: np.ndarray) -> np.ndarray:
+        """A frame at the input size, normalised into the buffer: the 1-frame batch."""
+        return self._normalise_into(rgb, self._buffer[:1])
+
+    def _normalise_into(self, rgb: np.ndarray, out: np.ndarray) -> np.ndarray:
         height, width = self.input_size
-        pixels = rgb.reshape(height, width * 3) if self.channels_last else rgb.transpose(2, 0, 1)[np.newaxis]
-        np.multiply(pixels, self._scale, out=self._target)
-        np.add(self._target, self._offset, out=self._target)
-        return self._buffer
+        if self.channels_last:
+            pixels, target = rgb.reshape(height, width * 3), out.reshape(height, width * 3)  # out is contiguous: a view
+        else:
+            pixels, target = rgb.transpose(2, 0, 1)[np.newaxis], out
+        np.multiply(pixels, self._scale, out=target)
+        np.add(target, self._offset, out=target)
+        return out
 
     def preprocess_tensor(self, rgb: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(self.normalise(resize_frame(rgb, self.input_size)))
@@ -58,12 +76,26 @@ class HostPipeline:
         batch = self.preprocess(rgb).copy()
         return lambda: self.runner(batch)
 
-    def run(self, rgb, with_color, with_overlay, alpha) -> Segmentation:
+    def run_batch(self, frames, with_color, with_overlay, alpha) -> list[Segmentation]:
+        """``frames`` through the runner as one batch; ``with_color`` and ``with_overlay``: one flag per frame.
+
+        Every result carries the batch's stage times: each frame waited for all of them.
+        """
         timer = HostTimer()
-        batch = self.preprocess(rgb)
+        batch = self.preprocess_batch(frames)
         timer.lap("preprocess")
-        labels = self.runner(batch)[0]
+        labels = self.runner(batch)
         timer.lap("inference")
+        results = [
+            self._outputs(rgb, frame_labels, color, overlay, alpha)
+            for rgb, frame_labels, color, overlay in zip(frames, labels, with_color, with_overlay)
+        ]
+        timer.lap("postprocess")
+        timings = timer.finish()
+        return [Segmentation(labels, dict(timings), color, overlay) for labels, color, overlay in results]
+
+    def _outputs(self, rgb, labels, with_color, with_overlay, alpha) -> tuple:
+        """(labels at the frame's size, colours or None, overlay or None)."""
         if labels.shape != rgb.shape[:2]:
             labels = cv2.resize(labels, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
         color = overlay = None
@@ -71,8 +103,7 @@ class HostPipeline:
             color = np.take(self.colors, labels, axis=0)
         if with_overlay:
             overlay = cv2.addWeighted(rgb, 1.0 - alpha, color, alpha, 0.0)
-        timer.lap("postprocess")
-        return Segmentation(labels, timer.finish(), color if with_color else None, overlay)
+        return labels, color if with_color else None, overlay
 
 
 class HostTimer:

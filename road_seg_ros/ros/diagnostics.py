@@ -125,22 +125,58 @@ def summary_values(stats: FrameStats, window: Counter, seconds: float, latencies
     }
 
 
-def status_array(level, name: str, message: str, hardware_id: str, values: dict, header=None) -> DiagnosticArray:
-    """A DiagnosticArray of one status whose values are ``values`` (stringified)."""
-    status = DiagnosticStatus(
+class BatchStats:
+    """How many frames each engine call took (the node's cameras batched), since start and over the window."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.sizes = Counter()  # batch size -> batches, since start
+        self._window = Counter()
+
+    def record(self, size: int) -> None:
+        with self._lock:
+            self.sizes[size] += 1
+            self._window[size] += 1
+
+    def take_window(self) -> tuple[Counter, Counter]:
+        """The histogram since start and the window's; starts a new window."""
+        with self._lock:
+            window, self._window = self._window, Counter()
+            return Counter(self.sizes), window
+
+
+def engine_values(sizes: Counter, window: Counter) -> dict:
+    """The engine status's batch values: mean frames per batch in the window, and the histogram since start."""
+    batches = sum(window.values())
+    mean = sum(size * count for size, count in window.items()) / batches if batches else math.nan
+    return {
+        "batches_in_window": batches,
+        "frames_per_batch": f"{mean:.2f}",
+        **{f"batches_of_{size}": sizes[size] for size in sorted(sizes)},
+    }
+
+
+def status(level, name: str, message: str, hardware_id: str, values: dict) -> DiagnosticStatus:
+    """A DiagnosticStatus whose values are ``values`` (stringified)."""
+    return DiagnosticStatus(
         level=level,
         name=name,
         message=message,
         hardware_id=hardware_id,
         values=[KeyValue(key=key, value=str(value)) for key, value in values.items()],
     )
-    array = DiagnosticArray(status=[status])
+
+
+def status_array(level, name: str, message: str, hardware_id: str, values: dict, header=None) -> DiagnosticArray:
+    """A DiagnosticArray of one status whose values are ``values`` (stringified)."""
+    array = DiagnosticArray(status=[status(level, name, message, hardware_id, values)])
     if header is not None:
         array.header = header
     return array
 
 
-def timing_values(timings_ms: dict, age_ms: float, outputs: list) -> dict:
-    """One frame's stage times (``<stage>_ms``), its age against the clock, and the outputs it got."""
+def timing_values(timings_ms: dict, age_ms: float, outputs: list, batch_size: int = 1) -> dict:
+    """One frame's stage times (``<stage>_ms``), its age against the clock, the outputs it got and the number of
+    frames (cameras) in the batch it ran in."""
     values = {f"{stage}_ms": f"{ms:.3f}" for stage, ms in timings_ms.items()}
-    return {**values, "age_ms": f"{age_ms:.3f}", "outputs": ",".join(outputs)}
+    return {**values, "age_ms": f"{age_ms:.3f}", "outputs": ",".join(outputs), "batch_size": batch_size}

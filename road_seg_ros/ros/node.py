@@ -1,9 +1,11 @@
 """The live segmentation node: camera frames in, class ids, colours, overlay and timing out.
 
-The subscription callback only stores the newest frame; a worker thread runs
-the engine on it, so inference never blocks receiving and a slow model drops
-stale frames (counted) instead of building a backlog. Everything else here is
-parameters, message plumbing and diagnostics: the engine does the work.
+The subscription callbacks only store each camera's newest frame; a worker
+thread takes every camera's waiting frame at once and runs them through the
+engine as one batch, so inference never blocks receiving, a slow model drops
+stale frames (counted) instead of building a backlog, and one model serves
+all cameras. Everything else here is parameters, message plumbing and
+diagnostics: the engine does the work.
 
 Whatever goes wrong with one frame is that frame's rejection, counted by
 reason in /diagnostics; the worker never stops on a frame. Should it stop all
@@ -18,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
@@ -27,20 +30,19 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, ShutdownException
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, Image
 
 from ..core.checkpoint import CheckpointError
 from ..core.engine import SegmentationEngine
 from ..core.frames import stamp_ns
 from ..core.options import EngineError, EngineOptions
-from . import diagnostics, qos
+from . import diagnostics
+from .cameras import REJECT_LOG_PERIOD_S, Camera, LatestFrames, camera_names_problem
 from .image_conversion import ImageError, array_to_image, compressed_to_rgb, image_to_rgb
-from .params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME
+from .params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, declare
 from .runtime import apply_dds_profile, fast_executor, refuse_malformed_parameter_requests
 
 DIAGNOSTICS_PERIOD_S = 1.0
 STOP_CHECK_PERIOD_S = 0.1  # how soon Ctrl-C, SIGTERM or a stopped worker is acted on
-REJECT_LOG_PERIOD_S = 10.0  # a bad stream logs each reason once, then at most this often
 # On SIGTERM the worker may finish the frame it is on for this long (tens of ms for a camera frame); past it
 # the node exits without it: a frame at the codec's pixel ceiling decodes for 0.3-1.6 s on a busy 2-core CPU.
 # Measured with that frame mid-decode: SIGTERM to exit in 0.3-0.6 s (test_hostile_node.py).
@@ -58,38 +60,17 @@ def _image_outputs(segmentation, wanted) -> dict:
     return {name: image for name, image in images.items() if name in wanted}
 
 
-class LatestFrame:
-    """A one-frame mailbox: a new frame replaces the one the worker has not taken yet."""
+@dataclass
+class _Frame:
+    """One camera's decoded frame on its way through a batch."""
 
-    def __init__(self):
-        self._ready = threading.Condition()
-        self._frame = None
-        self._closed = False
-
-    def put(self, frame) -> bool:
-        """Stores ``frame``; True when it overwrote an untaken one."""
-        with self._ready:
-            overwritten = self._frame is not None
-            self._frame = frame
-            self._ready.notify()
-        return overwritten
-
-    def take(self):
-        """Waits for a frame; None once closed."""
-        with self._ready:
-            while self._frame is None and not self._closed:
-                self._ready.wait()
-            frame, self._frame = self._frame, None
-        return None if self._closed else frame
-
-    def close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    camera: Camera
+    msg: object
+    received_at: float
+    started: float  # when the worker took it up
+    rgb: np.ndarray
+    wanted: set
+    decode_ms: float
 
 
 class RoadSegNode(Node):
@@ -99,45 +80,44 @@ class RoadSegNode(Node):
         self.add_on_set_parameters_callback(self._check_parameters)
         refuse_malformed_parameter_requests(self)
         for param in PARAMETERS:
-            self.declare_parameter(param.name, param.default, param.descriptor())
+            declare(self, param)
         self.engine = SegmentationEngine(EngineOptions.from_parameters(self._values()))
-        warm_up_started = time.perf_counter()
-        self.engine.segment(np.zeros((*self.engine.input_size, 3), np.uint8))  # warm-up off the first frame's clock
-        warm_up_s = time.perf_counter() - warm_up_started
-        output_qos = qos.profile(qos.POLICIES[self._param("output_reliability")], self._param("qos_depth"))
+        names = self._param("cameras") or [""]  # "": the one camera on the node's own topics
+        warm_up_s = self._warm_up(len(names))
         compressed = self._param("input_transport") == "compressed"
         self._decode = compressed_to_rgb if compressed else image_to_rgb
-        self._outputs = {
-            "label": self.create_publisher(Image, "~/label", output_qos),
-            "color": self.create_publisher(Image, "~/color", output_qos),
-            "overlay": self.create_publisher(Image, "~/overlay", output_qos),
-            "timing": self.create_publisher(DiagnosticArray, "~/timing", output_qos),
-        }
+        self._cameras = [
+            Camera(self, name, compressed, lambda msg, index=index: self._receive(index, msg), warm_up_s)
+            for index, name in enumerate(names)
+        ]
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._input = qos.InputSubscription(
-            self,
-            CompressedImage if compressed else Image,
-            "image/compressed" if compressed else "image",
-            self._receive,
-            self._param("qos_reliability"),
-            self._param("qos_depth"),
-        )
-        self._latest = LatestFrame()
-        self._stats = diagnostics.FrameStats(frame_s=warm_up_s)
-        self._last_reject_log = {}
+        self._latest = LatestFrames(len(self._cameras))
+        self._batches = diagnostics.BatchStats()
         self.worker_stopped = threading.Event()  # set if the worker ends without being asked to
         self._worker = threading.Thread(target=self._work, name="road_seg_inference", daemon=True)
         self._worker.start()
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         engine = self.engine
+        inputs = ", ".join(f"{camera.input.topic_name} ({camera.input.describe()})" for camera in self._cameras)
         self.get_logger().info(
             f"ready: {engine.checkpoint or engine.model_name} on {engine.device} ({engine.precision}, "
-            f"{engine.backend}), input {self._input.topic_name} ({self._input.describe()}), "
-            f"outputs {self._param('output_reliability')}, depth {self._param('qos_depth')}"
+            f"{engine.backend}), input {inputs}, outputs {self._param('output_reliability')}, "
+            f"depth {self._param('qos_depth')}"
         )
 
+    def _warm_up(self, cameras: int) -> float:
+        """Runs every batch size the cameras can make, off the first frames' clock (OpenVINO compiles the model for
+        each size on first use: seconds, in which a camera's frames would be dropped); the time one frame took."""
+        frame = np.zeros((*self.engine.input_size, 3), np.uint8)
+        started = time.perf_counter()
+        self.engine.segment(frame)
+        one_frame_s = time.perf_counter() - started
+        for size in range(2, cameras + 1):
+            self.engine.segment_batch([frame] * size)
+        return one_frame_s
+
     def close(self) -> None:
-        """Stops the worker after the frame it is on, waiting WORKER_STOP_TIMEOUT_S at most."""
+        """Stops the worker after the batch it is on, waiting WORKER_STOP_TIMEOUT_S at most."""
         self._latest.close()
         self._worker.join(timeout=WORKER_STOP_TIMEOUT_S)
 
@@ -153,98 +133,132 @@ class RoadSegNode(Node):
             if param and param.choices and parameter.value not in param.choices:
                 reason = f"{param.name} must be one of {', '.join(param.choices)}, got {parameter.value!r}"
                 return SetParametersResult(successful=False, reason=reason)
+            if parameter.name == "cameras" and (reason := camera_names_problem(parameter.value or [])):
+                return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
-    def _receive(self, msg) -> None:
-        self._stats.count("received")
-        if self._latest.put((msg, time.monotonic())):
-            self._stats.count("dropped")
+    def _receive(self, index: int, msg) -> None:
+        stats = self._cameras[index].stats
+        stats.count("received")
+        if self._latest.put(index, (msg, time.monotonic())):
+            stats.count("dropped")
 
     def _work(self) -> None:
         try:
-            while (frame := self._latest.take()) is not None:
-                self._process(*frame)
+            while (waiting := self._latest.take()) is not None:
+                self._process(waiting)
         except BaseException as error:  # the thread ends either way: say why; main then exits non-zero
             if not self._latest.closed:
                 self.get_logger().fatal(f"inference worker stopped: {_describe(error)}; exiting")
                 self.worker_stopped.set()
 
-    def _process(self, msg, received_at: float) -> None:
-        """One frame: its outputs published, or its rejection counted, whatever it holds."""
-        try:
-            self._segment(msg, received_at)
-        except ImageError as error:
-            self._reject(error.reason, str(error))
-        except RuntimeError as error:  # e.g. CUDA out of memory: skip the frame, keep serving
-            self._reject(diagnostics.INFERENCE_ERROR, _describe(error))
-        except Exception as error:  # a bug or a frame nobody foresaw: that frame only
-            self._reject(diagnostics.INTERNAL_ERROR, _describe(error))
+    def _process(self, waiting: list) -> None:
+        """The frames waiting on the cameras, (camera index, (message, received at)): decoded one by one, then
+        segmented as one batch."""
+        frames = [self._take_up(self._cameras[index], *frame) for index, frame in waiting]
+        self._segment([frame for frame in frames if frame is not None])
 
-    def _segment(self, msg, received_at: float) -> None:
-        wanted = {name for name, publisher in self._outputs.items() if publisher.get_subscription_count()}
+    def _take_up(self, camera: Camera, msg, received_at: float) -> _Frame | None:
+        """The frame decoded, or None: nobody listens to its camera (counted idle) or it is rejected."""
+        wanted = camera.wanted()
         if not wanted:
-            self._stats.count("idle")
-            return
+            camera.stats.count("idle")
+            return None
         started = time.perf_counter()
-        rgb = self._decode(msg, max_pixels=self._param("max_input_pixels"))
-        decoded = time.perf_counter()
-        segmentation = self.engine.segment(
-            rgb,
-            with_color="color" in wanted,
-            with_overlay="overlay" in wanted,
-            overlay_alpha=self._param("overlay_alpha"),
-        )  # colour and overlay come from the engine's own pass: on the GPU when it runs there
-        timings = {"decode": (decoded - started) * 1000.0, **segmentation.timings_ms}
+        try:
+            rgb = self._decode(msg, max_pixels=self._param("max_input_pixels"))
+        except ImageError as error:
+            camera.reject(error.reason, str(error))
+            return None
+        except Exception as error:  # a bug or a frame nobody foresaw: that frame only
+            camera.reject(diagnostics.INTERNAL_ERROR, _describe(error))
+            return None
+        return _Frame(camera, msg, received_at, started, rgb, wanted, (time.perf_counter() - started) * 1000.0)
+
+    def _segment(self, frames: list) -> None:
+        """The frames as one batch through the engine, each camera's outputs published; should the batch fail,
+        each frame alone, so that only the camera whose frame fails loses it."""
+        if not frames:
+            return
+        try:
+            results = self.engine.segment_batch(
+                [frame.rgb for frame in frames],
+                with_color=["color" in frame.wanted for frame in frames],
+                with_overlay=["overlay" in frame.wanted for frame in frames],
+                overlay_alpha=self._param("overlay_alpha"),
+            )  # colour and overlay come from the engine's own pass: on the GPU when it runs there
+        except Exception as error:
+            if len(frames) > 1:
+                for frame in frames:
+                    self._segment([frame])
+            else:
+                _reject_failure(frames[0].camera, error)
+            return
+        self._batches.record(len(frames))
+        for frame, segmentation in zip(frames, results):
+            try:
+                self._publish(frame, segmentation, len(frames))
+            except Exception as error:
+                _reject_failure(frame.camera, error)
+
+    def _publish(self, frame: _Frame, segmentation, batch_size: int) -> None:
+        camera, header = frame.camera, frame.msg.header
+        timings = {"decode": frame.decode_ms, **segmentation.timings_ms}
         timings.pop("total", None)  # the node's total below spans decode to publish
-        images = _image_outputs(segmentation, wanted)
+        images = _image_outputs(segmentation, frame.wanted)
         publishing = time.perf_counter()
         for name, (pixels, encoding) in images.items():
-            self._outputs[name].publish(array_to_image(pixels, encoding, msg.header))
+            camera.outputs[name].publish(array_to_image(pixels, encoding, header))
         done = time.perf_counter()
         timings["publish"] = (done - publishing) * 1000.0
-        timings["total"] = (done - started) * 1000.0
-        timings["queue"] = (started - received_at) * 1000.0
-        if "timing" in wanted:
-            self._outputs["timing"].publish(self._timing_message(msg.header, timings, sorted(images)))
-        self._stats.published((done - received_at) * 1000.0)
+        timings["total"] = (done - frame.started) * 1000.0
+        timings["queue"] = (frame.started - frame.received_at) * 1000.0
+        if "timing" in frame.wanted:
+            camera.outputs["timing"].publish(self._timing_message(camera, header, timings, sorted(images), batch_size))
+        camera.stats.published((done - frame.received_at) * 1000.0)
 
-    def _timing_message(self, header, timings: dict, outputs: list) -> DiagnosticArray:
+    def _timing_message(self, camera: Camera, header, timings: dict, outputs: list, batch_size: int):
         stamp = stamp_ns(header)
         age_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6 if stamp else math.nan
         return diagnostics.status_array(
             DiagnosticStatus.OK,
-            f"{self.get_fully_qualified_name()}: frame timing",
+            camera.timing_name,
             f"frame {header.frame_id}",
             str(self.engine.device),
-            diagnostics.timing_values(timings, age_ms, outputs),
+            diagnostics.timing_values(timings, age_ms, outputs, batch_size),
             header,
         )
 
-    def _reject(self, reason: str, message: str) -> None:
-        count = self._stats.count("rejected", reason)
-        now = time.monotonic()
-        if now - self._last_reject_log.get(reason, -math.inf) >= REJECT_LOG_PERIOD_S:
-            self._last_reject_log[reason] = now
-            self.get_logger().warning(f"frame skipped ({reason}, {count} so far): {message}")
-
     def _publish_diagnostics(self) -> None:
-        window, seconds, latencies = self._stats.take_window()
-        fps_out = window["published"] / seconds
-        topic = self._input.topic_name
-        level, message = diagnostics.health(window, fps_out, self._param("min_fps"), topic, self._stats.silent_s())
-        values = {
-            **diagnostics.summary_values(self._stats, window, seconds, latencies),
-            "device": self.engine.device,
-            "precision": self.engine.precision,
-            "backend": self.engine.backend,
-            "model": self.engine.model_name,
-            "input_topic": self._input.topic_name,
+        """One status per camera and, with several cameras, the engine's (for one camera it is in its status)."""
+        engine = self.engine
+        device = str(engine.device)
+        engine_values = {
+            "device": engine.device,
+            "precision": engine.precision,
+            "backend": engine.backend,
+            "model": engine.model_name,
         }
-        array = diagnostics.status_array(
-            level, f"{self.get_fully_qualified_name()}: segmentation", message, str(self.engine.device), values
-        )
+        min_fps = self._param("min_fps")
+        single = len(self._cameras) == 1 and not self._cameras[0].name
+        statuses = [camera.status(min_fps, device, engine_values if single else {}) for camera in self._cameras]
+        sizes, window = self._batches.take_window()
+        if not single:
+            names = ",".join(camera.name for camera in self._cameras)
+            values = {**engine_values, "cameras": names, **diagnostics.engine_values(sizes, window)}
+            message = f"{len(self._cameras)} cameras, {values['frames_per_batch']} frames per batch"
+            name = f"{self.get_fully_qualified_name()}: engine"
+            statuses.append(diagnostics.status(DiagnosticStatus.OK, name, message, device, values))
+        array = DiagnosticArray(status=statuses)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
+
+
+def _reject_failure(camera: Camera, error: Exception) -> None:
+    """A frame the engine or publishing failed on: a RuntimeError from the runtime (e.g. CUDA out of memory) is an
+    inference error, anything else a bug or a frame nobody foresaw."""
+    reason = diagnostics.INFERENCE_ERROR if isinstance(error, RuntimeError) else diagnostics.INTERNAL_ERROR
+    camera.reject(reason, _describe(error))
 
 
 def main(args=None) -> int:

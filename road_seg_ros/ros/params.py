@@ -2,14 +2,15 @@
 
 from dataclasses import dataclass
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.parameter import Parameter
 
 from ..core.backends import BACKENDS
 from ..core.codec import PIXEL_CEILING
 from ..core.options import DEFAULTS, DEVICES, PRECISIONS
 from ..core.resources import NODE_NAME, PARAMS_FILE_NAME
 
-__all__ = ["NODE_NAME", "PARAMETERS", "PARAMETERS_BY_NAME", "PARAMS_FILE_NAME", "Param"]
+__all__ = ["NODE_NAME", "PARAMETERS", "PARAMETERS_BY_NAME", "PARAMS_FILE_NAME", "Param", "declare"]
 INPUT_RELIABILITIES = ("best_available", "best_effort", "reliable")
 OUTPUT_RELIABILITIES = ("reliable", "best_effort")
 
@@ -23,8 +24,11 @@ class Param:
     limits: tuple | None = None  # inclusive (low, high)
     read_only: bool = True  # fixed at start-up; the others may change while running
 
-    def descriptor(self) -> ParameterDescriptor:
-        descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
+    def descriptor(self, read_only: bool | None = None) -> ParameterDescriptor:
+        read_only = self.read_only if read_only is None else read_only
+        descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=read_only)
+        if isinstance(self.default, list):
+            descriptor.type = ParameterType.PARAMETER_STRING_ARRAY  # rclpy would infer a byte array from []
         if self.choices:
             descriptor.additional_constraints = f"one of: {', '.join(self.choices)}"
         if self.limits and isinstance(self.default, float):
@@ -51,6 +55,11 @@ PARAMETERS = (
         choices=BACKENDS,
     ),
     Param("num_threads", DEFAULTS.num_threads, "CPU threads for inference; 0: the runtime's default", limits=(0, 256)),
+    Param(
+        "cameras",
+        [],
+        "Camera names; each camera C: input C/image, outputs ~/C/label, ... Empty: one camera, input image",
+    ),
     Param("input_transport", "raw", "raw: subscribe 'image'; compressed: 'image/compressed'", ("raw", "compressed")),
     Param(
         "qos_reliability",
@@ -78,3 +87,19 @@ PARAMETERS = (
 )
 PARAMETERS_BY_NAME = {param.name: param for param in PARAMETERS}
 DEFAULT_VALUES = {param.name: param.default for param in PARAMETERS}
+
+
+def declare(node, param: Param) -> None:
+    """Declares ``param`` on ``node`` with its descriptor, its value from the command line or params file if given.
+
+    A string array needs more: rclpy takes an empty list for a byte array, and an empty YAML list (``[]`` in a
+    params file or ``-p``) arrives without a type at all. So it is declared by type, an unset value becomes a typed
+    empty array, and only then is the parameter made read-only.
+    """
+    if not isinstance(param.default, list):
+        node.declare_parameter(param.name, param.default, param.descriptor())
+        return
+    node.declare_parameter(param.name, Parameter.Type.STRING_ARRAY, param.descriptor(read_only=False))
+    if node.get_parameter_or(param.name).type_ == Parameter.Type.NOT_SET:
+        node.set_parameters([Parameter(param.name, Parameter.Type.STRING_ARRAY, list(param.default))])
+    node.set_descriptor(param.name, param.descriptor())

@@ -9,7 +9,9 @@ argmax on a prepared batch) and end-to-end latency per engine stage
 p95, FPS from the median, GFLOPs and parameters. The cases are measured
 interleaved, a block of repetitions each in turn, so a change in machine
 load hits them all alike and the ratios between them stay fair. With
-``--node`` it also measures the ROS 2 node's own overhead (see node_bench).
+``--node`` it also measures the ROS 2 node's own overhead (see node_bench);
+``--node --cameras N`` instead measures N cameras served by one node against
+N separate nodes (see cameras_bench).
 """
 
 import argparse
@@ -58,6 +60,9 @@ class Config:
     num_threads: int | None = None
     checkpoint: Path | None = None
     node_sizes: tuple = ()  # frame sizes for the node overhead; empty: not measured
+    cameras: int = 0  # with node_sizes: N cameras in one node against N nodes, instead of the overhead
+    camera_rate: float = 15.0  # frames per second per camera
+    camera_seconds: float = 30.0  # measured time per setup
 
 
 # One thread: the smoke run shares the CPU with other tests, where two OpenMP threads wait on each other.
@@ -295,6 +300,7 @@ def environment(config: Config) -> dict:
         "reps_target": config.reps,
         "warmup": config.warmup,
         "seconds_per_case": config.seconds_per_case,
+        "camera_seconds": config.camera_seconds,
     }
 
 
@@ -461,6 +467,14 @@ def parse_args(argv=None):
     parser.add_argument(
         "--node", nargs="*", type=parse_size, metavar="HxW", help="also the node's overhead at these frame sizes"
     )
+    parser.add_argument(
+        "--cameras",
+        type=positive_int,
+        metavar="N",
+        help="with --node (default size 480x640): N cameras in one node against N separate nodes, nothing else",
+    )
+    parser.add_argument("--rate", type=float, default=15.0, help="with --cameras: frames per second per camera")
+    parser.add_argument("--duration", type=float, default=30.0, help="with --cameras: seconds measured per setup")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, help="write the report as Markdown (default: print it)")
     return parser.parse_args(argv)
@@ -479,20 +493,47 @@ def config_from_args(args) -> Config:
         "warmup": args.warmup,
         "seconds_per_case": args.seconds_per_case,
         "num_threads": args.threads,
-        "node_sizes": None if args.node is None else tuple(args.node or ((360, 480), (720, 1280))),
+        "node_sizes": None if args.node is None else tuple(args.node or default_node_sizes(args.cameras)),
+        "cameras": args.cameras,
+        "camera_rate": args.rate,
+        "camera_seconds": args.duration,
     }
     return Config(**{**config.__dict__, **{key: value for key, value in overrides.items() if value is not None}})
+
+
+def default_node_sizes(cameras) -> tuple:
+    return ((480, 640),) if cameras else ((360, 480), (720, 1280))
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.cameras and args.node is None:
+        print("road-seg-bench: --cameras needs --node (the cameras are measured through the node)", file=sys.stderr)
+        return 2
+    if not (args.rate > 0 and args.duration > 0):  # NaN too
+        print("road-seg-bench: --rate and --duration must be positive numbers", file=sys.stderr)
+        return 2
+    config = config_from_args(args)
+    if config.cameras:
+        from . import cameras_bench as chosen  # rclpy only when the node is measured
     try:
-        report = measure(config_from_args(args))
+        report = chosen.measure_report(config) if config.cameras else measure(config)
     except (CheckpointError, EngineError, RuntimeError) as error:  # NodeBenchError is a RuntimeError
         print(f"road-seg-bench: {error}", file=sys.stderr)
         return 1
-    text = markdown(report, " ".join(["road-seg-bench", *argv]))
+    command = " ".join(["road-seg-bench", *argv])
+    text = chosen.report_markdown(report, command) if config.cameras else markdown(report, command)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

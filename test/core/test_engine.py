@@ -9,6 +9,7 @@ from road_seg_ros.core.backends import TorchDeviceRunner
 from road_seg_ros.core.device_pipeline import DevicePipeline, FrameGeometry, frame_to_batch, nearest_indices
 from road_seg_ros.core.engine import SegmentationEngine
 from road_seg_ros.core.frames import synthetic_frames
+from road_seg_ros.core.openvino_backend import cpu_runs
 from road_seg_ros.core.options import EngineError, EngineOptions
 from road_seg_ros.core.preprocess import Normalize
 
@@ -41,6 +42,79 @@ def frames(sizes, seed=1):
 def agreement(first: np.ndarray, second: np.ndarray) -> float:
     assert first.shape == second.shape and first.dtype == second.dtype == np.uint8
     return float((first == second).mean())
+
+
+# Every CPU runtime and precision: each runs a batch of N in one call (ONNX Runtime: a graph with a dynamic batch;
+# OpenVINO: compiled per N on first use).
+CPU_RUNTIMES = [
+    ("torch", "fp32"),
+    ("onnxruntime", "fp32"),
+    ("openvino", "fp32"),
+    pytest.param("openvino", "bf16", marks=pytest.mark.skipif(not cpu_runs("bf16"), reason="this CPU has no bfloat16")),
+]
+
+
+class CountingRunner:
+    """A runner that counts its calls and the frames in each."""
+
+    def __init__(self, runner):
+        self.runner, self.batches = runner, []
+
+    def __getattr__(self, name):  # layout, on_device, device, dtype: the runner's
+        return getattr(self.runner, name)
+
+    def __call__(self, batch):
+        self.batches.append(len(batch))
+        return self.runner(batch)
+
+
+@pytest.mark.parametrize(("backend", "precision"), CPU_RUNTIMES)
+def test_a_batch_equals_one_call_per_frame_pixel_for_pixel(backend, precision):
+    chosen = engine(backend=backend, precision=precision)
+    batch_frames = frames(SHRINK_SIZES + GROW_SIZES[:1], seed=11)  # five sizes, the input size among them
+    singles = [chosen.segment(frame, with_color=True, with_overlay=True, overlay_alpha=0.3) for frame in batch_frames]
+    assert len({result.labels.tobytes() for result in singles}) == len(singles)  # distinct frames, distinct labels
+    counting = chosen._pipeline.runner = CountingRunner(chosen._pipeline.runner)
+    for count in (len(batch_frames), 2):
+        with_color = [index % 2 == 0 for index in range(count)]  # asked for per frame
+        results = chosen.segment_batch(batch_frames[:count], with_color, with_overlay=True, overlay_alpha=0.3)
+        assert counting.batches[-1] == count  # one forward pass for the whole batch
+        for single, result, color in zip(singles, results, with_color):
+            np.testing.assert_array_equal(result.labels, single.labels)
+            np.testing.assert_array_equal(result.overlay, single.overlay)
+            assert (result.color is not None) == color
+            if color:
+                np.testing.assert_array_equal(result.color, single.color)
+        assert results[0].timings_ms == results[-1].timings_ms  # the batch's stage times, each frame waited for
+
+
+def test_device_pipeline_on_cpu_batches_like_it_runs_one_frame(reference):
+    """The GPU path's eager batch, run on the CPU: each frame as its one-frame (graphed on CUDA) path gives it."""
+    info = reference.info
+    runner = CountingRunner(TorchDeviceRunner(reference.model, torch.device("cpu"), torch.float32))
+    pipeline = DevicePipeline(runner, INPUT_SIZE, info.mean, info.std, reference.color_table)
+    batch_frames = frames(SHRINK_SIZES + [SHRINK_SIZES[1]], seed=12)  # two frames of one size: no shared buffer
+    singles = [pipeline.run(frame, True, True, 0.4) for frame in batch_frames]
+    results = pipeline.run_batch(batch_frames, [True] * 5, [False, True, True, True, True], 0.4)
+    assert runner.batches[-1] == len(batch_frames)
+    for single, result in zip(singles[1:], results[1:]):
+        np.testing.assert_array_equal(result.labels, single.labels)
+        np.testing.assert_array_equal(result.color, single.color)
+        np.testing.assert_array_equal(result.overlay, single.overlay)
+    assert results[0].overlay is None and set(results[0].timings_ms) == {
+        "preprocess",
+        "inference",
+        "postprocess",
+        "total",
+    }
+
+
+def test_segment_batch_checks_its_arguments(reference):
+    assert reference.segment_batch([]) == []
+    with pytest.raises(ValueError, match="with_color needs one flag per frame: 2, got 1"):
+        reference.segment_batch(frames([INPUT_SIZE, INPUT_SIZE]), with_color=[True])
+    with pytest.raises(ValueError, match="uint8"):
+        reference.segment_batch([frames([INPUT_SIZE])[0], np.zeros((10, 10, 3), np.float32)])
 
 
 def test_onnxruntime_gives_the_torch_labels(reference, onnx_engine):

@@ -283,6 +283,7 @@ def test_invalid_parameters_and_missing_model_refused_at_start_up(tmp_path):
         "device": "device:=tpu",
         "overlay_alpha": "overlay_alpha:=1.5",
         "missing.safetensors": f"model_path:={tmp_path / 'missing.safetensors'}",
+        "'1x' is not a valid ROS name": "cameras:=[front, 1x]",
     }
     processes = {  # started together: each spends seconds importing torch
         word: subprocess.Popen(

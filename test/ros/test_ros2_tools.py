@@ -193,6 +193,27 @@ def test_ros2_launch_with_every_argument(ros, start_tool, tiny_checkpoint, tmp_p
     assert launch.left_behind() == []
 
 
+def test_ros2_launch_with_two_cameras_and_ros2_param_get(ros, sourced, start_tool, tiny_checkpoint):
+    launch = start_tool(
+        "ros2", "launch", "road_seg_ros", "road_seg.launch.py",
+        "cameras:=[front, left]", f"model_path:={tiny_checkpoint}", "device:=cpu", "namespace:=/car",
+    )  # fmt: skip
+    engine = cpu_engine(tiny_checkpoint)
+    for camera, (height, width) in {"front": (60, 80), "left": (90, 120)}.items():
+        label = ros.inbox(Image, f"/car/road_seg/{camera}/label")
+        rgb = road_frame(height, width, seed=len(camera))
+        msg = rgb_to_image(rgb)
+        msg.header.frame_id = f"launch_{camera}"
+        publisher = ros.publisher(Image, f"/car/{camera}/image")
+        reply = exchange(publisher, msg, label, lambda m, f=msg.header.frame_id: m.header.frame_id == f, timeout=120.0)
+        assert np.array_equal(image_to_array(reply), engine.segment(rgb).labels)
+    launch.check_running()
+    got = ros2(sourced, "param", "get", "--no-daemon", "--timeout", "30", "/car/road_seg", "cameras")
+    assert got.stdout.strip() == "String values are: ['front', 'left']", got.stdout + got.stderr
+    assert launch.interrupt() == 0
+    assert launch.left_behind() == []
+
+
 def test_ros2_launch_rviz_without_rviz2_says_so_and_leaves_no_node_behind(ros, sourced, start_tool, tiny_checkpoint):
     if ros2(sourced, "pkg", "prefix", "rviz2").returncode == 0:
         pytest.skip("rviz2 is installed here: this checks a machine without it")

@@ -9,6 +9,7 @@ import pytest
 
 from road_seg_ros.core.result import STAGES
 from road_seg_ros.tools.bench import STUDENT, Config, main, markdown, measure
+from road_seg_ros.tools.cameras_bench import measure_report, report_markdown
 from road_seg_ros.tools.node_bench import measure_node_overhead, node_markdown
 
 BENCH = Path(sys.executable).parent / "road-seg-bench"
@@ -77,6 +78,24 @@ def test_bad_size_is_named(capsys):
     assert exit_info.value.code == 2 and "HEIGHTxWIDTH" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cameras", "2"], "--cameras needs --node"),
+        (["--node", "--cameras", "2", "--rate", "nan"], "--rate and --duration must be positive numbers"),
+        (["--node", "--cameras", "2", "--duration", "0"], "--rate and --duration must be positive numbers"),
+    ],
+)
+def test_bad_camera_arguments_are_named(capsys, argv, message):
+    assert main(argv) == 2 and message in capsys.readouterr().err
+
+
+def test_zero_cameras_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--node", "--cameras", "0"])
+    assert exit_info.value.code == 2 and "at least 1, got '0'" in capsys.readouterr().err
+
+
 @pytest.mark.timeout(180)
 def test_node_overhead_over_ros(tiny_checkpoint, tmp_path):
     config = Config(checkpoint=tiny_checkpoint, node_sizes=((96, 128), (120, 200)), reps=4, warmup=1, num_threads=1)
@@ -88,3 +107,33 @@ def test_node_overhead_over_ros(tiny_checkpoint, tmp_path):
         assert row["overhead"]["p50"] == pytest.approx(row["latency"]["p50"] - row["engine"]["p50"], abs=5.0)
         assert "node_decode" in row and "node_publish" in row
     assert "| 96x128 |" in "\n".join(node_markdown(rows))
+
+
+@pytest.mark.timeout(240)
+def test_cameras_through_one_node_against_one_node_each(tiny_checkpoint):
+    config = Config(
+        checkpoint=tiny_checkpoint,
+        node_sizes=((96, 128),),
+        cameras=2,
+        camera_rate=5.0,
+        camera_seconds=2.0,
+        reps=3,
+        warmup=1,
+        num_threads=1,
+    )
+    report = measure_report(config)
+    [row] = report["cameras"]
+    one, separate = row["setups"]
+    assert (one["nodes"], separate["nodes"]) == (1, 2)
+    for setup in row["setups"]:
+        assert [camera["camera"] for camera in setup["cameras"]] == ["cam0", "cam1"]
+        for camera in setup["cameras"]:
+            assert camera["sent"] == 10 and 1 <= camera["answered"] <= camera["sent"] and camera["fps_out"] > 0
+            assert camera["latency_ms"]["p95"] >= camera["latency_ms"]["p50"] > 0
+        assert setup["cpu_s"] > 0 and setup["peak_rss_mb"] >= setup["rss_mb"] > 100  # a node holds torch: 100s of MB
+    cost = row["batch_cost"]
+    assert cost["device"] == "cpu" and cost["batch_ms"]["inference"] > 0 and cost["ratio"]["total"] > 0
+    text = report_markdown(report, "road-seg-bench --node 96x128 --cameras 2")
+    assert "| one node, 2 cameras | cam1 | 10 |" in text and "| 2 nodes, one camera each | 2 |" in text
+    assert "CPU ms per answered frame" in text
+    assert "- 96x128: one node serves 2 cameras with less CPU time and memory than 2 nodes" in text
