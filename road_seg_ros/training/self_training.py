@@ -5,8 +5,11 @@ the teacher's class probabilities warped alike (pixel KD and CWD), plus
 cross-entropy on the pixels the teacher is confident about (a threshold per
 class, as CBST does, so road and sky do not drown the rare classes), with a
 labeled CamVid batch so the classes rare on the new drive are not forgotten.
-The weights are averaged (EMA) and, at the end, the BatchNorm statistics are
-re-estimated on the new drive's frames alone (AdaBN).
+The weights and the BatchNorm statistics are averaged (EMA); those statistics
+come from the training passes, half the new drive's frames and half CamVid's.
+Re-estimating them on the new drive alone (AdaBN) lowered the shipped student's
+agreement with its own multi-scale teacher on held-out Seq05VD frames from 95.3%
+to 92.6% before any fine-tuning, so it is not done.
 """
 
 import math
@@ -127,20 +130,9 @@ class SelfTraining:
     def budget_spent(self) -> bool:
         return self.schedule.elapsed() >= self.schedule.budget_seconds
 
-    @torch.no_grad()
-    def adapted_model(self, batch_size: int = 8):
-        """The averaged weights with BatchNorm statistics re-estimated on the new drive's frames (eval mode)."""
-        model = self.ema.module
-        norms = [module for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # a cumulative average over every frame below
-        model.train()
-        for start in range(0, len(self.frames), batch_size):
-            model(self.normalize(self.frames[start : start + batch_size].to(self.device)))
-        for norm in norms:
-            norm.momentum = 0.1
-        return model.eval()
+    def adapted_model(self):
+        """The averaged weights and BatchNorm statistics, in eval mode."""
+        return self.ema.module.eval()
 
     def state_dict(self) -> dict:
         return {

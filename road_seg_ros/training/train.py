@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -145,7 +145,7 @@ class Trainer:
             self._resume()
 
     def _ema(self, model):
-        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema_decay), use_buffers=True)
+        return AveragedModel(model, multi_avg_fn=ema_with_warmup(self.config.ema_decay), use_buffers=True)
 
     @property
     def evaluated_model(self):
@@ -290,7 +290,10 @@ class Trainer:
         state = torch.load(path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        length = self.schedule.total_steps, self.schedule.warmup_steps, self.schedule.budget_seconds
         self.scheduler.load_state_dict(state["scheduler"])
+        # the schedule's length is this run's: a resumed run may be given more or fewer epochs
+        self.schedule.total_steps, self.schedule.warmup_steps, self.schedule.budget_seconds = length
         if self.ema is not None:
             if "ema" not in state:
                 raise ValueError(f"--resume: {path} was saved without ema_decay")
@@ -310,6 +313,26 @@ class Trainer:
             writer.writeheader()
             writer.writerows(self.history)
         plot_curves(self.history, self.out / "curves.png")
+
+
+def ema_with_warmup(decay: float):
+    """EMA whose decay ramps up as min(decay, (1 + n) / (10 + n)) over the n updates so far.
+
+    From scratch, a constant 0.999 still held 26% of the random initial weights
+    (BatchNorm statistics included) after 1350 steps: the medium student's average
+    scored 3.7% val mIoU at epoch 30 while its raw weights were past 50%.
+    """
+
+    @torch.no_grad()
+    def update(averaged, current, num_averaged):
+        step_decay = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - step_decay)
+        else:  # integer buffers (BatchNorm's batch counter)
+            for mean, value in zip(averaged, current):
+                mean.copy_(value)
+
+    return update
 
 
 def _load_initial_weights(model, path: Path, arch: dict) -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.optim.swa_utils import AveragedModel
 
 from road_seg_ros.core.checkpoint import read_info
 from road_seg_ros.training.config import ConfigError, checked_config, read_config_file
-from road_seg_ros.training.train import main
+from road_seg_ros.training.train import ema_with_warmup, main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,6 +106,34 @@ def test_fine_tuning_starts_from_the_checkpoint_and_keeps_an_average(tmp_path, t
 
     with pytest.raises(SystemExit, match="holds a different network"):
         main(["student", "--out", str(tmp_path / "wrong"), "--init", str(teacher), "--epochs", "1", *QUICK])
+
+
+def test_a_resumed_run_follows_its_new_length(tmp_path):
+    run = tmp_path / "run"
+    common = ["student", "--out", str(run), "--batch-size", "2", "--lr", "0.01", *QUICK, "--set", "warmup_epochs=0"]
+    main([*common, "--epochs", "1"])
+    assert float(_log(run)[0]["lr"]) == 0.0  # a one-epoch schedule has decayed to zero
+    main([*common, "--epochs", "4", "--resume"])
+    rows = _log(run)
+    assert [row["epoch"] for row in rows] == ["1", "2", "3", "4"]
+    # epoch 2 of 4 ends half-way through the resumed schedule, not past the end of the first one
+    assert float(rows[1]["lr"]) == pytest.approx(0.01 * 0.5**0.9)
+
+
+def test_the_average_warms_up_instead_of_keeping_the_initial_weights():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    average = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.999), use_buffers=True)
+    average.update_parameters(model)  # the first update copies
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].running_var.fill_(4.0)
+    model[1].num_batches_tracked.fill_(7)
+    for _ in range(30):
+        average.update_parameters(model)
+    # a constant 0.999 would still hold 97% of the initial weights; the warm-up holds under 1%
+    assert torch.allclose(average.module[0].weight, model[0].weight, atol=0.01)
+    assert torch.allclose(average.module[1].running_var, model[1].running_var, atol=0.04)
+    assert int(average.module[1].num_batches_tracked) == 7
 
 
 def test_two_process_ddp_on_gloo(tmp_path):
