@@ -52,6 +52,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument(
+        "--restart-average",
+        action="store_true",
+        help="with --resume: start the weight average afresh from the current weights",
+    )
+    parser.add_argument(
         "--init", type=Path, help="start from this checkpoint's weights (same architecture): fine-tuning"
     )
     parser.add_argument("--device", default="auto", choices=DEVICES)
@@ -294,7 +299,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         # the schedule's length is this run's: a resumed run may be given more or fewer epochs
         self.schedule.total_steps, self.schedule.warmup_steps, self.schedule.budget_seconds = length
-        if self.ema is not None:
+        if self.ema is not None and not self.args.restart_average:
             if "ema" not in state:
                 raise ValueError(f"--resume: {path} was saved without ema_decay")
             self.ema.load_state_dict(state["ema"])
@@ -381,6 +386,8 @@ def main(argv=None):
         if args.role == "student" and args.distill not in (None, "none") and not args.teacher:
             raise ValueError("--distill needs --teacher CKPT")
         config = build_config(args)
+        if args.restart_average and not (args.resume and config.ema_decay):
+            raise ValueError("--restart-average needs --resume and a run with ema_decay")
         env = Distributed(args.device)
         args.out.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(args, config, env)

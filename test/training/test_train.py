@@ -120,6 +120,23 @@ def test_a_resumed_run_follows_its_new_length(tmp_path):
     assert float(rows[1]["lr"]) == pytest.approx(0.01 * 0.5**0.9)
 
 
+def test_a_resumed_run_can_restart_its_average(tmp_path):
+    run = tmp_path / "run"
+    common = ["student", "--out", str(run), "--batch-size", "2", *QUICK, "--set", "ema_decay=0.999"]
+    main([*common, "--epochs", "1"])
+
+    def updates():
+        return int(torch.load(run / "last.pt", weights_only=True)["ema"]["n_averaged"])
+
+    per_epoch = updates()
+    main([*common, "--epochs", "2", "--resume"])
+    assert updates() == 2 * per_epoch
+    main([*common, "--epochs", "3", "--resume", "--restart-average"])
+    assert updates() == per_epoch  # only the last epoch's steps are in the average
+    with pytest.raises(SystemExit, match="--restart-average needs --resume"):
+        main([*common, "--epochs", "4", "--restart-average"])
+
+
 def test_the_average_warms_up_instead_of_keeping_the_initial_weights():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
     average = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.999), use_buffers=True)
