@@ -28,6 +28,17 @@ class PolySchedule:
         return (1.0 - self.progress(step)) ** self.power
 
 
+def load_scheduler_state(scheduler, state: dict, elapsed_seconds: float) -> None:
+    """A saved run's step count and time spent; the schedule's length and budget stay this run's.
+
+    The saved state also holds the old schedule's fields, its clock among them: restoring that clock
+    counted the time between the two runs as spent (a resumed 15-minute adaptation stopped after one step).
+    """
+    scheduler.load_state_dict({**state, "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
+    for schedule in scheduler.lr_lambdas:
+        schedule.elapsed_before = elapsed_seconds
+
+
 def make_optimizer(model, kind: str, lr: float, weight_decay: float):
     """AdamW or SGD (Nesterov), with no weight decay on BatchNorm parameters and biases."""
     decay, no_decay = [], []

@@ -24,7 +24,7 @@ from ..core.labels import IGNORE_INDEX
 from ..core.preprocess import Normalize, is_shrinking
 from .augment import Augmentation, DeviceAugmentation
 from .losses import DistillationTerm, supervised_loss
-from .optim import PolySchedule, make_optimizer
+from .optim import PolySchedule, load_scheduler_state, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,7 @@ class SelfTraining:
         self.student.load_state_dict(state["student"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.schedule.elapsed_before = state["elapsed_seconds"]
+        load_scheduler_state(self.scheduler, state["scheduler"], state["elapsed_seconds"])
         self.steps = state["steps"]
 
 

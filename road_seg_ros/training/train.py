@@ -35,7 +35,7 @@ from .batches import DeviceBatches, LoaderBatches
 from .config import ConfigError, TrainConfig, checked_config, parse_overrides, read_config_file
 from .data import CamVid, DataError, class_weights
 from .metrics import ConfusionMatrix
-from .optim import PolySchedule, make_optimizer
+from .optim import PolySchedule, load_scheduler_state, make_optimizer
 
 DISTILL_CHOICES = ("none", *losses.DISTILLATION_LOSSES, "both")
 
@@ -295,17 +295,13 @@ class Trainer:
         state = torch.load(path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        length = self.schedule.total_steps, self.schedule.warmup_steps, self.schedule.budget_seconds
-        self.scheduler.load_state_dict(state["scheduler"])
         # the schedule's length is this run's: a resumed run may be given more or fewer epochs
-        self.schedule.total_steps, self.schedule.warmup_steps, self.schedule.budget_seconds = length
+        load_scheduler_state(self.scheduler, state["scheduler"], state["elapsed_seconds"])
         if self.ema is not None and not self.args.restart_average:
             if "ema" not in state:
                 raise ValueError(f"--resume: {path} was saved without ema_decay")
             self.ema.load_state_dict(state["ema"])
         self.start_epoch, self.best_miou = state["epoch"], state["best_miou"]
-        # the scheduler's state carries the schedule's own fields: restart its clock for this run
-        self.schedule.elapsed_before, self.schedule.started = state["elapsed_seconds"], time.monotonic()
         log = self.out / "log.csv"
         if log.is_file():
             with log.open() as handle:
