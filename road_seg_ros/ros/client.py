@@ -20,6 +20,7 @@ from .runtime import fast_executor
 
 NODE_MODULE = "road_seg_ros.ros.node"
 STOP_TIMEOUT_S = 30.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def node_command(params_file=None, parameters=None, namespace="", remaps=None, executable=None) -> list[str]:
@@ -45,6 +46,22 @@ class NodeProcess:
         self.command = node_command(params_file, parameters, namespace, remaps, executable)
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+
+    def memory(self) -> tuple[int, int]:
+        """(resident, peak resident) memory of the process so far, in bytes (VmRSS, VmHWM)."""
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines())
+        sizes = []
+        for key in ("VmRSS", "VmHWM"):
+            value, unit = status[key].split()
+            if unit != "kB":
+                raise RuntimeError(f"/proc/{self.process.pid}/status gives {key} in {unit}, not kB")
+            sizes.append(int(value) * 1024)
+        return sizes[0], sizes[1]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat
 
     def output(self) -> str:
         return self.log_path.read_text()

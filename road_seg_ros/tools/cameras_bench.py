@@ -36,7 +36,6 @@ from .node_bench import NodeBenchError, percentile_pair
 START_TIMEOUT_S = 180.0  # N nodes loading a model at once on a small CPU
 DRAIN_S = 1.0  # after the last frame, for its label to arrive
 TARGET_BATCH_RATIO = 2.0  # a batch of N frames through the model costs under this many times one frame (GPU)
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def camera_names(count: int) -> list[str]:
@@ -99,18 +98,6 @@ class Cameras(RosClient):
         return frame_ids
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime: fields 14 and 15 of stat
-
-
-def memory_bytes(pid: int) -> tuple[int, int]:
-    """(resident, peak resident) memory of a process."""
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return tuple(int(status[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM"))
-
-
 def node_parameters(config) -> dict:
     """The node's own choice of backend and precision for the device: what a user runs."""
     params = {"device": config.device, "precision": "auto", "backend": "auto"}
@@ -134,11 +121,11 @@ def run_setup(config, size, multi: bool, log_folder: Path) -> dict:
     cameras = Cameras(names, labels, size)
     try:
         cameras.wait_until_served(nodes)
-        cpu_before, started = sum(cpu_seconds(node.process.pid) for node in nodes), time.perf_counter()
+        cpu_before, started = sum(node.cpu_seconds() for node in nodes), time.perf_counter()
         frame_ids = cameras.play(config.camera_rate, config.camera_seconds)
         window_s = time.perf_counter() - started
-        cpu_s = sum(cpu_seconds(node.process.pid) for node in nodes) - cpu_before
-        memory = [memory_bytes(node.process.pid) for node in nodes]
+        cpu_s = sum(node.cpu_seconds() for node in nodes) - cpu_before
+        memory = [node.memory() for node in nodes]
     finally:
         cameras.close()
         for node in nodes:

@@ -66,14 +66,6 @@ def raw(ros, start_node, tiny_checkpoint):
     return _connect(ros, start_node("/hostile_raw", model_path=tiny_checkpoint, **NODE_PARAMS), Image, "../image")
 
 
-def peak_rss_bytes(node) -> int:
-    """The node process's peak resident memory so far (VmHWM)."""
-    status = dict(line.split(":", 1) for line in open(f"/proc/{node.process.pid}/status").read().splitlines())
-    value, unit = status["VmHWM"].split()
-    assert unit == "kB"
-    return int(value) * 1024
-
-
 def good_frame_is_answered(ends, engine, tag: str) -> None:
     rgb = road_frame(60, 80, seed=len(tag))
     header = stamped(f"after_{tag}")
@@ -102,7 +94,7 @@ def test_bombs_are_counted_oversize_and_memory_stays_bounded(ros, compressed, en
             good_frame_is_answered(compressed, engine, f"{name}_{limit}")
     finally:
         assert set_parameter(ros, node, "max_input_pixels", DEFAULT_LIMIT).successful
-    peak = peak_rss_bytes(node)
+    _, peak = node.memory()
     assert peak < PEAK_RSS_LIMIT_BYTES, f"peak RSS {peak / 1e9:.2f} GB"
     assert_clean_log(node, "oversize")
 

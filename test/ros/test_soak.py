@@ -29,13 +29,6 @@ QOS = QoSProfile(depth=QUEUE, reliability=ReliabilityPolicy.RELIABLE)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(SECONDS + 300)]
 
 
-def rss_bytes(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def camera_frames(count: int) -> list[bytes]:
     """Smooth random 480x360 JPEGs, as a camera's compressed stream sends them."""
     rng = np.random.default_rng(0)
@@ -62,7 +55,7 @@ def test_thirty_hz_with_a_bad_frame_every_second(ros, start_node, tiny_checkpoin
         time.sleep(0.5)
     time.sleep(2.0)
     before = _counters(diagnostics, node)
-    rss = [(0.0, rss_bytes(node.process.pid))]
+    rss = [(0.0, node.memory()[0])]
     sent, bad_sent = 0, {}
     started = time.monotonic()
     while (elapsed := time.monotonic() - started) < SECONDS:
@@ -75,7 +68,7 @@ def test_thirty_hz_with_a_bad_frame_every_second(ros, start_node, tiny_checkpoin
         publisher.publish(msg)
         sent += 1
         if sent % (10 * RATE_HZ) == 0:
-            rss.append((elapsed, rss_bytes(node.process.pid)))
+            rss.append((elapsed, node.memory()[0]))
         time.sleep(max(0.0, started + sent / RATE_HZ - time.monotonic()))
 
     def settled(values):
