@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from road_seg_ros.training.evaluate import parse_args, run
+
 MODEL_CARD = Path(__file__).resolve().parent.parent / "models" / "README.md"
 
 
