@@ -15,6 +15,7 @@ N separate nodes (see cameras_bench).
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -44,6 +45,8 @@ TARGET_FPS = {"360x480": 100.0, "720x960": 25.0}  # student end to end
 TARGET_OVER_ONNXRUNTIME = {"fp32": 1.8, "int8": 2.5}
 TARGET_GPU_SHARE = 0.9  # end-to-end FPS over model-only FPS on a GPU
 TARGET_NODE_MS = 3.0  # node overhead beyond the engine at 360x480
+TARGET_BATCH_RATIO = 2.0  # a batch of 4 frames through the model costs under this many times one frame (GPU)
+BATCH_REPS = 50  # at most, per call kind in batch_cost
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Config:
     cameras: int = 0  # with node_sizes: N cameras in one node against N nodes, instead of the overhead
     camera_rate: float = 15.0  # frames per second per camera
     camera_seconds: float = 30.0  # measured time per setup
+    batch: int = 0  # N > 1: each student engine also on one frame against a batch of N frames
 
 
 # One thread: the smoke run shares the CPU with other tests, where two OpenMP threads wait on each other.
@@ -201,6 +205,7 @@ def measure(config: Config) -> dict:
         "load_average_after": os.getloadavg(),
         "results": results,
         "argmax_placement": argmax_placement(config),
+        "batch": batch_rows(cases, config),
         "node": [],
     }
     if config.node_sizes:
@@ -254,6 +259,63 @@ def fps_ratios(result: dict, other: dict) -> dict:
     }
 
 
+def batch_cost(engine: SegmentationEngine, frames: list, warmup: int, reps: int) -> dict:
+    """``engine`` on one frame against ``frames`` as one batch (``segment_batch``): inference and total p50 ms."""
+    one, batch = {"inference": [], "total": []}, {"inference": [], "total": []}
+    calls = ((one, lambda: [engine.segment(frames[0])]), (batch, lambda: engine.segment_batch(frames)))
+    for rep in range(warmup + reps):
+        for timings, call in calls:
+            started = time.perf_counter()
+            measured = call()[0].timings_ms["inference"]
+            if rep >= warmup:
+                timings["inference"].append(measured)
+                timings["total"].append((time.perf_counter() - started) * 1000.0)
+    one, batch = ({key: float(np.percentile(v, 50)) for key, v in t.items()} for t in (one, batch))
+    return {
+        "device": str(engine.device),
+        "backend": engine.backend,
+        "precision": engine.precision,
+        "frames": len(frames),
+        "one_frame_ms": one,
+        "batch_ms": batch,
+        "ratio": {key: batch[key] / one[key] for key in one},
+    }
+
+
+def batch_rows(cases: list, config: Config) -> list:
+    """``--batch N``: each student case's engine on one frame against a batch of N."""
+    if config.batch < 2:
+        return []
+    reps = min(config.reps, BATCH_REPS)
+    return [
+        {
+            "size": size_key(case.size),
+            **batch_cost(case.engine, synthetic_frames(case.size, count=config.batch), config.warmup, reps),
+        }  # fmt: skip
+        for case in cases
+        if case.model == STUDENT
+    ]
+
+
+def batch_sentence(cost: dict) -> str:
+    """One line on what a batch costs against one frame."""
+    count, one, batch, ratio = cost["frames"], cost["one_frame_ms"], cost["batch_ms"], cost["ratio"]
+    return (
+        f"{cost['backend']} {cost['precision']} on {cost['device']}, p50: one frame {one['inference']:.1f} ms "
+        f"inference ({one['total']:.1f} ms end to end); a batch of {count} {batch['inference']:.1f} ms "
+        f"({batch['total']:.1f} ms): {ratio['inference']:.2f}x one frame ({ratio['total']:.2f}x), "
+        f"{ratio['inference'] / count:.2f}x {count} frames one by one ({ratio['total'] / count:.2f}x)."
+    )
+
+
+def batch_target_line(cost: dict, size: str) -> str:
+    ratio = cost["ratio"]["inference"]
+    return (
+        f"- {size}: batched inference of {cost['frames']} frames under {TARGET_BATCH_RATIO:g}x one frame on "
+        f"{cost['device']}: {ratio:.2f}x, {'met' if ratio < TARGET_BATCH_RATIO else 'missed'}."
+    )
+
+
 def argmax_placement(config: Config) -> list:
     """ONNX Runtime model-only latency with the argmax in the graph versus logits out and numpy's argmax."""
     if "onnxruntime" not in config.backends or config.device == "cuda" or STUDENT not in config.models:
@@ -283,18 +345,23 @@ def argmax_placement(config: Config) -> list:
     return rows
 
 
-def environment(config: Config) -> dict:
-    import onnxruntime
-    import openvino
+def installed_version(package: str) -> str:
+    """The package's version, or "none": the GPU machine has no OpenVINO."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
 
+
+def environment(config: Config) -> dict:
     return {
         "machine": platform.machine(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "openvino": openvino.get_version().split("-")[0],
+        "onnxruntime": installed_version("onnxruntime"),
+        "openvino": installed_version("openvino"),
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name() if config.device != "cpu" and torch.cuda.is_available() else None,
         "reps_target": config.reps,
@@ -392,6 +459,9 @@ def markdown(report: dict, command: str) -> str:
                 f"| {row['size']} | {inside['p50']:.1f} / {inside['p95']:.1f} "
                 f"| {outside['p50']:.1f} / {outside['p95']:.1f} |"
             )
+    if report.get("batch"):
+        lines += ["", "## Student: one frame against a batch (same engine, same run)", ""]
+        lines += [f"- {row['size']}: {batch_sentence(row)}" for row in report["batch"]]
     if report["node"]:
         from .node_bench import node_markdown
 
@@ -415,6 +485,9 @@ def target_lines(report: dict) -> list:
                 f"- OpenVINO {result['precision']} end to end >= {target}x ONNX Runtime fp32 at 360x480: "
                 f"{ratio:.2f}x, {'met' if ratio >= target else 'missed'}."
             )
+    for row in report.get("batch", []):
+        if row["device"].startswith("cuda"):
+            lines.append(batch_target_line(row, row["size"]))
     for row in report["node"]:
         if row["size"] == "360x480":
             overhead = row["overhead"]["p50"]
@@ -475,6 +548,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--rate", type=float, default=15.0, help="with --cameras: frames per second per camera")
     parser.add_argument("--duration", type=float, default=30.0, help="with --cameras: seconds measured per setup")
+    parser.add_argument(
+        "--batch", type=positive_int, metavar="N", help="also each student engine on one frame against a batch of N"
+    )
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, help="write the report as Markdown (default: print it)")
     return parser.parse_args(argv)
@@ -497,6 +573,7 @@ def config_from_args(args) -> Config:
         "cameras": args.cameras,
         "camera_rate": args.rate,
         "camera_seconds": args.duration,
+        "batch": args.batch,
     }
     return Config(**{**config.__dict__, **{key: value for key, value in overrides.items() if value is not None}})
 

@@ -18,7 +18,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -30,12 +29,11 @@ from ..core.resources import NODE_NAME
 from ..ros.client import NodeProcess, RosClient
 from ..ros.image_conversion import rgb_to_image
 from ..ros.runtime import private_domain
-from .bench import environment, fmt_load
+from .bench import BATCH_REPS, batch_cost, batch_sentence, batch_target_line, environment, fmt_load
 from .node_bench import NodeBenchError, percentile_pair
 
 START_TIMEOUT_S = 180.0  # N nodes loading a model at once on a small CPU
 DRAIN_S = 1.0  # after the last frame, for its label to arrive
-TARGET_BATCH_RATIO = 2.0  # a batch of N frames through the model costs under this many times one frame (GPU)
 
 
 def camera_names(count: int) -> list[str]:
@@ -158,31 +156,12 @@ def camera_row(cameras: Cameras, name: str, frame_ids: list, seconds: float) -> 
     }
 
 
-def batch_cost(config, size) -> dict:
-    """The engine the node runs, on one frame and on a batch of ``config.cameras``: inference and total p50."""
+def engine_batch_cost(config, size) -> dict:
+    """The engine the node runs, on one frame and on a batch of ``config.cameras``."""
     options = EngineOptions(device=config.device, num_threads=config.num_threads or 0)
     engine = SegmentationEngine(options.with_changes(checkpoint=str(config.checkpoint) if config.checkpoint else None))
     frames = synthetic_frames(size, count=config.cameras)
-    one, batch = {"inference": [], "total": []}, {"inference": [], "total": []}
-    for rep in range(config.warmup + min(config.reps, 50)):
-        for timings, call in (
-            (one, lambda: [engine.segment(frames[0])]),
-            (batch, lambda: engine.segment_batch(frames)),
-        ):
-            started = time.perf_counter()
-            measured = call()[0].timings_ms["inference"]
-            if rep >= config.warmup:
-                timings["inference"].append(measured)
-                timings["total"].append((time.perf_counter() - started) * 1000.0)
-    one, batch = ({key: float(np.percentile(v, 50)) for key, v in t.items()} for t in (one, batch))
-    return {
-        "device": str(engine.device),
-        "backend": engine.backend,
-        "precision": engine.precision,
-        "one_frame_ms": one,
-        "batch_ms": batch,
-        "ratio": {key: batch[key] / one[key] for key in one},
-    }
+    return batch_cost(engine, frames, config.warmup, min(config.reps, BATCH_REPS))
 
 
 def measure_cameras(config, log_folder: Path | None = None) -> list:
@@ -192,7 +171,7 @@ def measure_cameras(config, log_folder: Path | None = None) -> list:
     log_folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in config.node_sizes:
-        cost = batch_cost(config, size)
+        cost = engine_batch_cost(config, size)
         setups = [run_setup(config, size, multi, log_folder) for multi in (True, False)]
         rows.append(
             {"size": f"{size[0]}x{size[1]}", "rate_hz": config.camera_rate, "batch_cost": cost, "setups": setups}
@@ -243,12 +222,7 @@ def cameras_markdown(rows: list, cameras: int, seconds: float) -> list:
             )
         lines += [
             "",
-            f"Engine ({cost['backend']} {cost['precision']} on {cost['device']}), p50: one frame "
-            f"{cost['one_frame_ms']['inference']:.1f} ms inference ({cost['one_frame_ms']['total']:.1f} ms end to "
-            f"end); a batch of {cameras} {cost['batch_ms']['inference']:.1f} ms ({cost['batch_ms']['total']:.1f} ms): "
-            f"{cost['ratio']['inference']:.2f}x one frame ({cost['ratio']['total']:.2f}x), "
-            f"{cost['ratio']['inference'] / cameras:.2f}x {cameras} frames one by one "
-            f"({cost['ratio']['total'] / cameras:.2f}x).",
+            f"Engine: {batch_sentence(cost)}",
         ]
     return lines
 
@@ -264,14 +238,8 @@ def cameras_target_lines(rows: list, cameras: int) -> list:
             f"CPU {one['cpu_s']:.1f} s against {separate['cpu_s']:.1f} s, RSS {one['rss_mb']:.0f} MB against "
             f"{separate['rss_mb']:.0f} MB, {'met' if cheaper else 'missed'}."
         )
-        cost = row["batch_cost"]
-        if cost["device"].startswith("cuda"):
-            ratio = cost["ratio"]["inference"]
-            verdict = "met" if ratio < TARGET_BATCH_RATIO else "missed"
-            lines.append(
-                f"- {row['size']}: batched inference of {cameras} frames under {TARGET_BATCH_RATIO:g}x one frame on "
-                f"{cost['device']}: {ratio:.2f}x, {verdict}."
-            )
+        if row["batch_cost"]["device"].startswith("cuda"):
+            lines.append(batch_target_line(row["batch_cost"], row["size"]))
     return lines
 
 

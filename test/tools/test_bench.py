@@ -17,7 +17,7 @@ BENCH = Path(sys.executable).parent / "road-seg-bench"
 
 def test_smoke_benchmark_writes_its_report(tmp_path):
     report_json, report_md = tmp_path / "out" / "smoke.json", tmp_path / "smoke.md"
-    command = [str(BENCH), "--smoke", "--json", str(report_json), "--markdown", str(report_md)]
+    command = [str(BENCH), "--smoke", "--batch", "2", "--json", str(report_json), "--markdown", str(report_md)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
 
@@ -38,10 +38,18 @@ def test_smoke_benchmark_writes_its_report(tmp_path):
     openvino = next(r for r in report["results"] if r["model"] == STUDENT and r["backend"] == "openvino")
     assert openvino["precision"] == "fp32" and openvino["over_onnxruntime"]["end_to_end"] > 0
     assert len(report["load_average_before"]) == 3
+    # --batch 2: each student engine on one frame against a batch of two, the lines agreeing with the numbers.
+    assert {(row["backend"], row["frames"]) for row in report["batch"]} == {
+        ("torch", 2), ("onnxruntime", 2), ("openvino", 2)
+    }  # fmt: skip
+    for row in report["batch"]:
+        assert row["ratio"]["total"] == pytest.approx(row["batch_ms"]["total"] / row["one_frame_ms"]["total"])
+        assert row["batch_ms"]["inference"] > 0 and row["one_frame_ms"]["inference"] > 0
 
     text = report_md.read_text()
-    assert f"Command: `road-seg-bench --smoke --json {report_json} --markdown {report_md}`" in text
+    assert f"Command: `road-seg-bench --smoke --batch 2 --json {report_json} --markdown {report_md}`" in text
     assert text.count("| student |") == 3 and "argmax inside" in text and "over ONNX Runtime fp32" in text
+    assert text.count("a batch of 2 ") == 3
 
 
 def test_precisions_become_rows_and_int8_runs_for_the_student_only(tiny_int8_checkpoint):
