@@ -71,15 +71,16 @@ def committed_teacher() -> Path | None:
     return None
 
 
-def choose_teacher(teacher, base: Path) -> tuple[Path, str]:
-    """``--teacher``, else the committed GPU teacher, else the base student; and how the report names it."""
+def choose_teacher(teachers: list, base: Path) -> tuple[list[Path], str]:
+    """``--teacher`` (one, or several averaged), else the committed GPU teacher, else the base student; and how
+    the report names it."""
     tta = f"multi-scale {'/'.join(f'{s:g}' for s in TEACHER_SCALES)} + flip"
-    if teacher:
-        return Path(teacher), f"--teacher {teacher} ({tta})"
+    if teachers:
+        return [Path(t) for t in teachers], f"--teacher {' '.join(teachers)} ({tta})"
     committed = committed_teacher()
     if committed is not None:
-        return committed, f"the committed GPU-trained teacher ({tta})"
-    return base, f"the base student itself with test-time augmentation ({tta}): no GPU teacher is committed yet"
+        return [committed], f"the committed GPU-trained teacher ({tta})"
+    return [base], f"the base student itself with test-time augmentation ({tta}): no GPU teacher is committed yet"
 
 
 def read_frames(args) -> list:
@@ -134,12 +135,13 @@ def adapt(args) -> dict:
     adapt_frames, held_out = split_frames(frames, args.held_out_every)
     base = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     student, info = load_checkpoint(base)
-    teacher_path, teacher_text = choose_teacher(args.teacher, base)
-    teacher_engine = SegmentationEngine(EngineOptions(checkpoint=str(teacher_path), device=device.type,
-                                                      backend="torch", input_size=tuple(info.input_size)))  # fmt: skip
-    if teacher_engine.info.class_names != info.class_names:
-        raise AdaptError(f"teacher {teacher_path} and student {base} have different classes")
-    predictor = MultiScalePredictor(teacher_engine, TEACHER_SCALES, flip=True)
+    teacher_paths, teacher_text = choose_teacher(args.teacher, base)
+    options = EngineOptions(device=device.type, backend="torch", input_size=tuple(info.input_size))
+    teacher_engines = [SegmentationEngine(options.with_changes(checkpoint=str(path))) for path in teacher_paths]
+    for path, engine in zip(teacher_paths, teacher_engines):
+        if engine.info.class_names != info.class_names:
+            raise AdaptError(f"teacher {path} and student {base} have different classes")
+    predictor = MultiScalePredictor(teacher_engines, TEACHER_SCALES, flip=True)
     probabilities = teacher_probabilities(predictor, adapt_frames, args.progress)
     held_out_teacher = [predictor(frame.rgb) for frame in held_out]
     teacher_seconds = time.perf_counter() - started
@@ -271,7 +273,14 @@ def parse_args(argv=None):
         "--minutes", type=positive_number, default=DEFAULT_MINUTES, help="wall-clock budget of the fine-tune"
     )
     parser.add_argument("--checkpoint", help="the student to adapt (default: the shipped one)")
-    parser.add_argument("--teacher", help="teacher checkpoint (default: the committed GPU teacher, else the student)")
+    parser.add_argument(
+        "--teacher",
+        nargs="+",
+        default=[],
+        metavar="CKPT",
+        help="teacher checkpoint; several: their probabilities are averaged (default: the committed GPU teacher, "
+        "else the student)",
+    )
     parser.add_argument("--gt-topic", help="ground-truth topic: adds before/after mIoU on the held-out frames")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument(

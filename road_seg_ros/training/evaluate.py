@@ -42,27 +42,33 @@ def evaluate_frames(predict, images, labels, on_prediction=None):
 
 
 class MultiScalePredictor:
-    """Averages softmax over scales and horizontal flips (non-real-time: for a teacher, or to evaluate one)."""
+    """Averages softmax over models, scales and horizontal flips (non-real-time: for a teacher, or to evaluate one).
 
-    def __init__(self, engine: SegmentationEngine, scales=(1.0,), flip=False):
-        self.engine, self.scales, self.flip = engine, scales, flip
+    ``engines``: one or more engines of the same input size and classes (an ensemble).
+    """
+
+    def __init__(self, engines: list, scales=(1.0,), flip=False):
+        if len({(tuple(e.input_size), tuple(e.class_names)) for e in engines}) != 1:
+            raise EngineError("the ensemble's models differ in input size or classes")
+        self.engines, self.scales, self.flip = engines, scales, flip
 
     @torch.inference_mode()
     def probabilities(self, rgb) -> torch.Tensor:
-        """1 x classes x h x w mean class probabilities at the model's input size (h x w)."""
-        batch = self.engine.preprocess(rgb)
-        height, width = batch.shape[-2:]
+        """1 x classes x h x w mean class probabilities at the models' input size (h x w)."""
         total = 0
-        for scale in self.scales:
-            size = (round(height * scale / 8) * 8, round(width * scale / 8) * 8)
-            scaled = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
-            views = [scaled, scaled.flip(3)] if self.flip else [scaled]
-            for index, view in enumerate(views):
-                logits = self.engine.model(view)["out"].float()
-                logits = logits.flip(3) if index == 1 else logits
-                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-                total = total + logits.softmax(1)
-        return total / (len(self.scales) * (2 if self.flip else 1))
+        for engine in self.engines:
+            batch = engine.preprocess(rgb)
+            height, width = batch.shape[-2:]
+            for scale in self.scales:
+                size = (round(height * scale / 8) * 8, round(width * scale / 8) * 8)
+                scaled = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+                views = [scaled, scaled.flip(3)] if self.flip else [scaled]
+                for index, view in enumerate(views):
+                    logits = engine.model(view)["out"].float()
+                    logits = logits.flip(3) if index == 1 else logits
+                    logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+                    total = total + logits.softmax(1)
+        return total / (len(self.engines) * len(self.scales) * (2 if self.flip else 1))
 
     def __call__(self, rgb) -> np.ndarray:
         labels = self.probabilities(rgb).argmax(1)[0].to(torch.uint8).cpu().numpy()
@@ -78,6 +84,13 @@ def parse_args(argv=None):
     parser.add_argument("--split", default="val", choices=SPLITS)
     parser.add_argument("--scales", type=float, nargs="+", help="multi-scale test-time augmentation, e.g. 0.75 1 1.25")
     parser.add_argument("--flip", action="store_true", help="add horizontally flipped views")
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="CKPT",
+        help="more checkpoints whose class probabilities are averaged with --checkpoint's (non-real-time)",
+    )
     parser.add_argument("--limit", type=whole_number(1), metavar="N", help="only the first N frames of the split")
     parser.add_argument("--save-predictions", type=Path, metavar="DIR", help="one uint8 label PNG per frame")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
@@ -89,14 +102,16 @@ def parse_args(argv=None):
 
 def run(args) -> dict:
     options = engine_options(args)
-    if args.scales or args.flip:
-        options = options.with_changes(backend="torch")  # test-time augmentation runs the PyTorch network itself
+    averaged = bool(args.scales or args.flip or args.ensemble)
+    if averaged:
+        options = options.with_changes(backend="torch")  # averaging runs the PyTorch network itself
     engine = SegmentationEngine(options)
     samples = read_split(args.data, args.split)[: args.limit]
     images = [load_rgb(s.image) for s in samples]
     labels = [load_label(s.label) for s in samples]
-    if args.scales or args.flip:
-        predict = MultiScalePredictor(engine, tuple(args.scales or (1.0,)), args.flip)
+    if averaged:
+        others = [SegmentationEngine(options.with_changes(checkpoint=path)) for path in args.ensemble]
+        predict = MultiScalePredictor([engine, *others], tuple(args.scales or (1.0,)), args.flip)
     else:
         engine.segment(images[0])  # warm-up, so the FPS is the steady state
         predict = lambda rgb: engine.segment(rgb).labels  # noqa: E731
@@ -122,6 +137,7 @@ def run(args) -> dict:
         "backend": engine.backend,
         "precision": engine.precision,
         "test_time_augmentation": {"scales": args.scales or [1.0], "flip": args.flip},
+        "ensemble": [str(engine.checkpoint), *args.ensemble] if args.ensemble else [],
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

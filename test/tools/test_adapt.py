@@ -93,6 +93,15 @@ def test_bad_inputs_are_one_line_and_leave_no_result(drive, tiny_checkpoint, tmp
         assert not (out / "adapted.safetensors").exists()
 
 
+def test_several_teachers_are_averaged(drive, tiny_checkpoint, tmp_path):
+    main([str(drive), "--out", str(tmp_path), "--checkpoint", str(tiny_checkpoint),
+          "--teacher", str(tiny_checkpoint), str(tiny_checkpoint), *QUICK])  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["teacher"].startswith(f"--teacher {tiny_checkpoint} {tiny_checkpoint} (multi-scale")
+    # The base student is the teacher here, twice: before adapting, it agrees with its own averaged views closely.
+    assert report["held_out"]["before"]["teacher_agreement"] > 50.0
+
+
 def test_an_existing_result_is_not_overwritten(adapted, drive, tiny_checkpoint):
     assert "exists already" in one_line_error([drive, "--out", adapted, "--checkpoint", tiny_checkpoint, *QUICK])
 

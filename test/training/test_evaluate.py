@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from road_seg_ros.core.options import default_checkpoint
 from road_seg_ros.ros.params import PARAMETERS_BY_NAME
 from road_seg_ros.training.data import load_label, read_split
 from road_seg_ros.training.evaluate import main, parse_args
@@ -35,6 +36,33 @@ def test_multiscale_flip_runs(tmp_path):
     main(["--split", "val", "--limit", "1", "--device", "cpu", "--scales", "0.75", "1.0", "--flip",
           "--json", str(report)])  # fmt: skip
     assert json.loads(report.read_text())["test_time_augmentation"] == {"scales": [0.75, 1.0], "flip": True}
+
+
+def test_an_ensemble_of_one_model_twice_predicts_as_the_model(tmp_path, tiny_checkpoint):
+    """Averaging a model's probabilities with themselves changes no label; models of another input size are refused."""
+    shipped = str(default_checkpoint())
+    common = ["--split", "val", "--limit", "2", "--device", "cpu", "--scales", "1"]
+    main([*common, "--save-predictions", str(tmp_path / "one")])
+    main(
+        [
+            *common,
+            "--ensemble",
+            shipped,
+            "--save-predictions",
+            str(tmp_path / "two"),
+            "--json",
+            str(tmp_path / "e.json"),
+        ]
+    )
+    for single in (tmp_path / "one").iterdir():
+        paired = tmp_path / "two" / single.name
+        assert np.array_equal(
+            cv2.imread(str(single), cv2.IMREAD_UNCHANGED), cv2.imread(str(paired), cv2.IMREAD_UNCHANGED)
+        )
+    assert json.loads((tmp_path / "e.json").read_text())["ensemble"][1] == shipped
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--ensemble", str(tiny_checkpoint)])
+    assert "differ in input size or classes" in str(exit_info.value.code)
 
 
 @pytest.mark.parametrize(
