@@ -267,7 +267,7 @@ def batch_rows(cases: list, config: Config) -> list:
         {
             "size": size_key(case.size),
             **batch_cost(case.engine, synthetic_frames(case.size, count=config.batch), config.warmup, reps),
-        }  # fmt: skip
+        }
         for case in cases
         if case.model == STUDENT
     ]
