@@ -68,6 +68,11 @@ class Inbox:
         with self._arrived:
             return len(self._messages)
 
+    def since(self, position: int) -> list:
+        """The messages received after ``position`` (a mark)."""
+        with self._arrived:
+            return self._messages[position:]
+
     def wait_for(self, predicate=lambda msg: True, timeout: float = 30.0, since: int = 0):
         deadline = time.monotonic() + timeout
         with self._arrived:

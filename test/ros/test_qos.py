@@ -100,6 +100,22 @@ def with_frame_id(frame_id: str):
     return lambda msg: msg.header.frame_id == frame_id
 
 
+def replies_to(node, inboxes, frame_id: str) -> dict:
+    """Every subscriber's reply to ``frame_id``; on a timeout, which ones had it, and the node's log."""
+    deadline = time.monotonic() + REPLY_TIMEOUT_S
+    try:
+        return {
+            key: inbox.wait_for(with_frame_id(frame_id), max(deadline - time.monotonic(), 0.0))
+            for key, inbox in inboxes.items()
+        }
+    except AssertionError as error:
+        got = sorted(
+            f"{name}/{kind}" for (name, kind), inbox in inboxes.items() if inbox.count(with_frame_id(frame_id))
+        )
+        log = node.output()[-3000:]
+        raise AssertionError(f"{frame_id}: {error}; replies from {got or 'none'}; node log:\n{log}") from None
+
+
 def input_reliabilities(ros, node, expected=None, timeout: float = 60.0) -> set:
     """The reliabilities of the node's input subscription as this process's graph shows them, once it shows
     any (or ``expected``): a re-created subscription replaces the old one in the graph only after a moment."""
@@ -125,7 +141,7 @@ def test_a_reliable_camera_is_heard_reliably_and_every_frame_reaches_both_kinds_
         for seed in range(2):  # each frame sent once: reliable, so none may be lost
             frame_id = f"reliable_{width}x{height}_{seed}"
             rgb = camera.send(width, height, seed, frame_id)
-            replies = {key: inbox.wait_for(with_frame_id(frame_id), REPLY_TIMEOUT_S) for key, inbox in inboxes.items()}
+            replies = replies_to(node, inboxes, frame_id)
             label = image_to_array(replies["label", "reliable"])
             assert np.array_equal(label, engine.segment(rgb).labels)
             assert np.array_equal(image_to_array(replies["label", "best_effort"]), label)
