@@ -102,12 +102,8 @@ def with_frame_id(frame_id: str):
 
 def replies_to(node, inboxes, frame_id: str) -> dict:
     """Every subscriber's reply to ``frame_id``; on a timeout, which ones had it, and the node's log."""
-    deadline = time.monotonic() + REPLY_TIMEOUT_S
     try:
-        return {
-            key: inbox.wait_for(with_frame_id(frame_id), max(deadline - time.monotonic(), 0.0))
-            for key, inbox in inboxes.items()
-        }
+        return {key: inbox.wait_for(with_frame_id(frame_id), REPLY_TIMEOUT_S) for key, inbox in inboxes.items()}
     except AssertionError as error:
         got = sorted(
             f"{name}/{kind}" for (name, kind), inbox in inboxes.items() if inbox.count(with_frame_id(frame_id))

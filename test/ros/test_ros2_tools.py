@@ -249,8 +249,14 @@ def test_ros2_run_finds_the_shipped_model_through_the_ament_index_and_ros2_param
     def answer(frame_id: str) -> tuple[np.ndarray, np.ndarray]:
         msg = rgb_to_image(rgb)
         msg.header.frame_id = frame_id
-        reply = exchange(publisher, msg, overlay, lambda m: m.header.frame_id == frame_id, timeout=120.0)
-        return image_to_array(label.wait_for(lambda m: m.header.frame_id == frame_id)), image_to_array(reply)
+
+        def mine(m) -> bool:
+            return m.header.frame_id == frame_id
+
+        # Until both came: the node may match one best-effort subscription a moment before the other, and a frame
+        # sent in between reaches only the first (seen once: the overlay came, the label never did).
+        reply = exchange(publisher, msg, overlay, lambda m: mine(m) and label.count(mine) > 0, timeout=120.0)
+        return image_to_array(label.wait_for(mine)), image_to_array(reply)
 
     answer("run_first")
     run.check_running()
