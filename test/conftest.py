@@ -147,6 +147,10 @@ class NodeProcess(client.NodeProcess):
             return f"{self.namespace}/{name[3:]}"
         return f"{self.namespace}/road_seg/{name}"
 
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of its output, for a failure message."""
+        return self.output()[-chars:]
+
     @property
     def status_name(self) -> str:
         return f"{self.namespace}/road_seg: segmentation"

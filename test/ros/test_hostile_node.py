@@ -169,7 +169,7 @@ def test_a_callback_that_raises_is_logged_and_the_node_serves_on(ros, start_node
         client.call_async(SetParameters.Request(parameters=malformed))  # rclpy answers nothing: it raised
         deadline = time.monotonic() + 60.0
         while "callback failed, still serving: ValueError" not in node.output():
-            assert time.monotonic() < deadline and node.process.poll() is None, node.output()[-3000:]
+            assert time.monotonic() < deadline and node.process.poll() is None, node.log_tail()
             time.sleep(0.2)
     finally:
         ros.node.destroy_client(client)

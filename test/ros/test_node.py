@@ -109,8 +109,7 @@ def counters_after(ends, condition=lambda values: True, timeout=90.0) -> dict:
     except AssertionError as error:  # say what did come: no status at all, or counts that never matched
         seen = [values for msg in inbox.since(since) if (values := diagnostic_values(msg, node.status_name))]
         last = seen[-1] if seen else None
-        log = node.output()[-3000:]
-        raise AssertionError(f"{error}: {len(seen)} statuses, the last {last}; node log:\n{log}") from None
+        raise AssertionError(f"{error}: {len(seen)} statuses, the last {last}; node log:\n{node.log_tail()}") from None
     return diagnostic_values(found, node.status_name)
 
 

@@ -108,8 +108,9 @@ def replies_to(node, inboxes, frame_id: str) -> dict:
         got = sorted(
             f"{name}/{kind}" for (name, kind), inbox in inboxes.items() if inbox.count(with_frame_id(frame_id))
         )
-        log = node.output()[-3000:]
-        raise AssertionError(f"{frame_id}: {error}; replies from {got or 'none'}; node log:\n{log}") from None
+        raise AssertionError(
+            f"{frame_id}: {error}; replies from {got or 'none'}; node log:\n{node.log_tail()}"
+        ) from None
 
 
 def input_reliabilities(ros, node, expected=None, timeout: float = 60.0) -> set:
