@@ -33,6 +33,7 @@ setup(
             "road-seg-replay = road_seg_ros.tools.replay:main",
             "road-seg-bench = road_seg_ros.tools.bench:main",
             "road-seg-adapt = road_seg_ros.tools.adapt:main",
+            "road-seg-average = road_seg_ros.training.average:main",
         ],
     },
 )
