@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.checkpoint import CheckpointError, ModelInfo, load_checkpoint, read_info, save_checkpoint
+from ..core.checkpoint import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
 from ..core.cli import exit_with
 
 PROG = "road-seg-average"
@@ -21,22 +21,25 @@ PROG = "road-seg-average"
 SAME_FIELDS = ("arch", "class_names", "class_colors", "mean", "std", "input_size")
 
 
-def average_checkpoints(paths: list[Path]) -> tuple[torch.nn.Module, ModelInfo]:
-    """The uniform average of the checkpoints at ``paths``; CheckpointError if they differ in any SAME_FIELDS."""
+def average_checkpoints(paths: list[Path]) -> tuple[torch.nn.Module, list[ModelInfo]]:
+    """The uniform average of the checkpoints at ``paths``, and each one's metadata in order; CheckpointError if
+    they differ in any SAME_FIELDS."""
     model, info = load_checkpoint(paths[0])
+    infos = [info]
     total = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     for path in paths[1:]:
         other, other_info = load_checkpoint(path)
         for name in SAME_FIELDS:
             if getattr(other_info, name) != getattr(info, name):
                 raise CheckpointError(f"{path}: its {name} differs from {paths[0]}'s; only like models average")
+        infos.append(other_info)
         for name, tensor in other.state_dict().items():
             if tensor.is_floating_point():
                 total[name] += tensor
     model.load_state_dict(
         {name: tensor / len(paths) if tensor.is_floating_point() else tensor for name, tensor in total.items()}
     )
-    return model, info
+    return model, infos
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,9 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> Path:
-    model, info = average_checkpoints(args.checkpoints)
+    model, infos = average_checkpoints(args.checkpoints)
+    members = [{"path": str(path), **info.training} for path, info in zip(args.checkpoints, infos)]
+    info = infos[0]
     info.description = f"uniform average of {len(args.checkpoints)} checkpoints ({info.description})"
-    members = [{"path": str(path), **read_info(path).training} for path in args.checkpoints]
     info.training = {
         "role": info.training.get("role"),
         "command": " ".join([PROG, *map(str, args.checkpoints), "--out", str(args.out)]),

@@ -44,7 +44,7 @@ def test_the_average_is_the_mean_of_every_float_tensor_and_loads_like_any_checkp
     assert averaged(torch.rand(1, 3, 32, 48))["out"].shape == (1, 11, 32, 48)
 
 
-def test_unlike_checkpoints_are_refused_in_one_line_and_nothing_is_written(tmp_path, capsys):
+def test_unlike_checkpoints_are_refused_in_one_line_and_nothing_is_written(tmp_path):
     tiny = trained_like(tmp_path / "tiny.safetensors", 1)
     small = trained_like(tmp_path / "small.safetensors", 2, arch={"name": "student", "size": "small"})
     out = tmp_path / "average.safetensors"
