@@ -3,9 +3,9 @@
     python camera_process.py TOPIC reliable|best_effort
 
 prints ``ready`` once the node's input is matched (for a reliable camera: once every subscription on
-the topic is reliable), then, for each ``WIDTH HEIGHT SEED FRAME_ID`` line on stdin, publishes that
-bgr8 frame once and prints ``sent FRAME_ID``. Exits at the end of stdin. Start it with
-``camera_environment()``: without our DDS profile, unless asked for (as the README advises for a
+the topic is reliable and matched, steadily), then, for each ``WIDTH HEIGHT SEED FRAME_ID`` line on
+stdin, publishes that bgr8 frame once and prints ``sent FRAME_ID``. Exits at the end of stdin. Start it
+with ``camera_environment()``: without our DDS profile, unless asked for (as the README advises for a
 best-effort camera).
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds.xml"
 READY_TIMEOUT_S = 60.0
+STEADY_S = 0.5
 
 
 def road_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -37,14 +38,26 @@ def camera_environment(with_profile: bool = False) -> dict:
 
 
 def _wait_until_matched(node, publisher, reliable: bool) -> None:
+    """Returns once a subscription is matched; for a reliable camera, once every subscription the graph shows
+    is reliable and matched, and has stayed so for ``STEADY_S``. A node that re-creates its subscription shows
+    the new one in the graph before this publisher may have matched it, while the old one may still count as
+    matched: a frame sent then reaches only the old reader, and is lost."""
     from rclpy.qos import ReliabilityPolicy
 
     deadline = time.monotonic() + READY_TIMEOUT_S
+    steady_since = None
     while time.monotonic() < deadline:
         subscriptions = node.get_subscriptions_info_by_topic(publisher.topic_name)
         reliabilities = {info.qos_profile.reliability for info in subscriptions}
-        if publisher.get_subscription_count() and (not reliable or reliabilities == {ReliabilityPolicy.RELIABLE}):
+        matched = publisher.get_subscription_count()
+        if not reliable and matched:
             return
+        if matched == len(subscriptions) > 0 and reliabilities == {ReliabilityPolicy.RELIABLE}:
+            steady_since = steady_since or time.monotonic()
+            if time.monotonic() - steady_since >= STEADY_S:
+                return
+        else:
+            steady_since = None
         time.sleep(0.05)
     raise SystemExit(f"camera: no matching subscription on {publisher.topic_name} within {READY_TIMEOUT_S:g} s")
 
