@@ -50,9 +50,10 @@ def _wait_until_matched(node, publisher, reliable: bool) -> None:
         subscriptions = node.get_subscriptions_info_by_topic(publisher.topic_name)
         reliabilities = {info.qos_profile.reliability for info in subscriptions}
         matched = publisher.get_subscription_count()
-        if not reliable and matched:
-            return
-        if matched == len(subscriptions) > 0 and reliabilities == {ReliabilityPolicy.RELIABLE}:
+        if not reliable:
+            if matched:
+                return
+        elif matched == len(subscriptions) > 0 and reliabilities == {ReliabilityPolicy.RELIABLE}:
             steady_since = steady_since or time.monotonic()
             if time.monotonic() - steady_since >= STEADY_S:
                 return
