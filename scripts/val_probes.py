@@ -15,25 +15,21 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from road_seg_ros.core.checkpoint import load_checkpoint  # noqa: E402
-from road_seg_ros.core.labels import IGNORE_INDEX, NUM_CLASSES  # noqa: E402
+from road_seg_ros.core.labels import NUM_CLASSES  # noqa: E402
 from road_seg_ros.core.preprocess import Normalize  # noqa: E402
-from road_seg_ros.training.data import load_label, load_rgb, read_split  # noqa: E402
+from road_seg_ros.training.data import CamVid  # noqa: E402
+from road_seg_ros.training.metrics import ConfusionMatrix  # noqa: E402
 
 STEPS = (-0.5, -0.25, -0.1, 0.1, 0.25, 0.5)
 
 
 def batches(data, split, size=8):
-    samples = read_split(data, split)
-    for start in range(0, len(samples), size):
-        part = samples[start : start + size]
-        images = torch.stack([torch.from_numpy(load_rgb(s.image).transpose(2, 0, 1).copy()) for s in part])
-        labels = torch.from_numpy(np.stack([load_label(s.label) for s in part]).astype(np.int64))
-        yield images, labels
+    return DataLoader(CamVid(data, split), batch_size=size)
 
 
 @torch.no_grad()
@@ -44,11 +40,9 @@ def val_logits(model, normalize, data):
 
 def miou(logits, labels, bias=None) -> float:
     scores = logits.float() if bias is None else logits.float() + bias.view(1, -1, 1, 1)
-    keep = labels != IGNORE_INDEX
-    index = labels[keep] * NUM_CLASSES + scores.argmax(1)[keep]
-    confusion = torch.bincount(index, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, -1).double()
-    hits = confusion.diag()
-    return float((hits / (confusion.sum(0) + confusion.sum(1) - hits)).mean() * 100)
+    confusion = ConfusionMatrix()
+    confusion.update(scores.argmax(1), labels)
+    return 100 * confusion.miou()
 
 
 @torch.no_grad()
