@@ -20,7 +20,7 @@ setup(
     zip_safe=True,
     maintainer="road_seg_ros developers",
     maintainer_email="dev@road-seg-ros.invalid",
-    description="Real-time road-scene semantic segmentation for ROS 2, trained by knowledge distillation.",
+    description="Real-time road-scene semantic segmentation for ROS 2: a small CamVid student, a node, its training.",
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
     entry_points={

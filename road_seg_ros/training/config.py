@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 
 def _default_distillation():
-    # Weights and temperatures from the pixel-KD and CWD recipes in REFERENCES.md.
+    # Weights and temperatures from the pixel-KD and CWD recipes in ../shared/REFERENCES.md (beside the checkout).
     return [
         {"name": "pixel", "weight": 1.0, "temperature": 1.0},
         {"name": "cwd", "weight": 3.0, "temperature": 4.0},
