@@ -45,7 +45,8 @@ DIAGNOSTICS_PERIOD_S = 1.0
 STOP_CHECK_PERIOD_S = 0.1  # how soon Ctrl-C, SIGTERM or a stopped worker is acted on
 # On SIGTERM the worker may finish the frame it is on for this long (tens of ms for a camera frame); past it
 # the node exits without it: a frame at the codec's pixel ceiling decodes for 0.3-1.6 s on a busy 2-core CPU.
-# Measured with that frame mid-decode: SIGTERM to exit in 0.3-0.6 s (test_hostile_node.py).
+# Measured with that frame mid-decode: SIGTERM to exit in 0.3-0.6 s. test_hostile_node.py checks that the node
+# exits while its worker is stuck in a decode that never ends.
 WORKER_STOP_TIMEOUT_S = 0.5
 EXIT_WORKER_STOPPED = 1
 

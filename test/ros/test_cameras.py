@@ -3,8 +3,8 @@ camera holds up none of the others, a bad frame costs only its own camera, and f
 run as one batch.
 
 One three-camera node (frames of three sizes) serves most of the module. Batching gets a node of its own whose
-engine is made slow for frames of one width (so the other cameras' frames wait for the worker meanwhile) and
-failing for another (a batch holding it fails).
+engine stops at a gate on frames of one width (so the other cameras' frames wait for the worker meanwhile, until
+the test opens it) and fails on another (a batch holding it fails).
 """
 
 import sys
@@ -15,6 +15,7 @@ import pytest
 from camera_process import road_frame
 from conftest import DIAGNOSTICS_QOS, cpu_engine, diagnostic_values, exchange
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from gate import Gates, gate_code
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -28,17 +29,15 @@ CAMERAS = {"front": (120, 160), "left": (96, 128), "rear": (180, 240)}  # height
 OUTPUTS = {"label": Image, "color": Image, "overlay": Image, "timing": DiagnosticArray}
 RELIABLE = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)  # nothing lost between us and the node
 ROUNDS = 6
-PERIOD_S = 0.25  # 4 Hz per camera: the tiny model takes milliseconds, so the node drops nothing
-SLOW_WIDTH, POISON_WIDTH = 79, 77  # frame widths the batching node's engine is slow on / fails on
-SLOW_S = 1.5
+STREAM_PERIOD_S = 0.125  # 12 rounds span 1.5 s, longer than the 1 s window of the rates in /diagnostics
+SLOW_WIDTH, POISON_WIDTH = 79, 77  # frame widths the batching node's engine waits at a gate on / fails on
 INJECTED = f"""
-import time
 from road_seg_ros.core.engine import SegmentationEngine
 segment_batch = SegmentationEngine.segment_batch
 def injected(self, frames, *args, **kwargs):
     widths = {{frame.shape[1] for frame in frames}}
     if {SLOW_WIDTH} in widths:
-        time.sleep({SLOW_S})  # the other cameras' frames arrive meanwhile
+        gate("slow")  # the other cameras' frames arrive meanwhile
     if {POISON_WIDTH} in widths:
         raise RuntimeError("injected: a batch holding this frame fails")
     return segment_batch(self, frames, *args, **kwargs)
@@ -57,6 +56,7 @@ class Rig:
             for camera in cameras
         }
         self.diagnostics = ros.inbox(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.gates = None  # Gates, for a node with gates injected
 
     def status_name(self, name: str) -> str:
         """``front segmentation``, ``front frame timing``, ``engine``: the node's status of that name."""
@@ -104,6 +104,11 @@ class Rig:
 
         return self.statuses_after(accounted)
 
+    def received(self, before: dict, frames: dict) -> None:
+        """Until the node has counted ``frames`` (camera -> how many) more frames in than in ``before``."""
+        wanted = {camera: camera_counts(before, "frames_in")[camera] + count for camera, count in frames.items()}
+        self.statuses_after(lambda s: all(camera_counts(s, "frames_in")[camera] >= n for camera, n in wanted.items()))
+
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
@@ -119,9 +124,11 @@ def rig(ros, start_node, tiny_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def batching(ros, start_node, tiny_checkpoint):
-    """A node whose engine sleeps on a batch holding a frame SLOW_WIDTH wide and fails one holding POISON_WIDTH."""
-    code = f"import sys\nimport road_seg_ros.ros.node as n\n{INJECTED}\nsys.exit(n.main())"
+def batching(ros, start_node, tiny_checkpoint, tmp_path_factory):
+    """A node whose engine waits at gate "slow" on a batch holding a frame SLOW_WIDTH wide and fails one holding
+    POISON_WIDTH."""
+    gates = tmp_path_factory.mktemp("gates")
+    code = f"import sys\nimport road_seg_ros.ros.node as n\n{gate_code(gates)}{INJECTED}\nsys.exit(n.main())"
     node = start_node(
         "/batching",
         executable=[sys.executable, "-c", code],
@@ -130,6 +137,7 @@ def batching(ros, start_node, tiny_checkpoint):
         **NODE_PARAMS,
     )
     rig = Rig(ros, node, CAMERAS)
+    rig.gates = Gates(gates, node)
     rig.warm_up()
     return rig
 
@@ -139,20 +147,21 @@ def camera_counts(statuses: dict, key: str) -> dict:
 
 
 def test_each_camera_answers_on_its_own_topics_and_nothing_is_dropped(rig, engine):
+    """Rounds of one frame per camera, sent together: a camera's frame never takes another camera's place."""
     before = rig.settled()
     sent = {camera: [] for camera in CAMERAS}
     for index in range(ROUNDS):
         for camera in CAMERAS:
             sent[camera].append(rig.send(camera, f"{camera}_{index}", seed=index))
-        time.sleep(PERIOD_S)
-    for camera, frames in sent.items():
-        for header, rgb in frames:  # every frame, none dropped
+        for camera in CAMERAS:  # each round answered before the next: a drop here is one camera's frame lost
+            header, rgb = sent[camera][-1]
             labels = rig.answer(camera, header)
             assert labels.shape == CAMERAS[camera]
             np.testing.assert_array_equal(labels, engine.segment(rgb).labels)
+    for camera, frames in sent.items():
         header, rgb = frames[-1]
         overlay = rig.outputs[camera]["overlay"].wait_for(same_header(header))
-        np.testing.assert_array_equal(image_to_array(overlay), engine.overlay(rgb, labels, 0.5))
+        np.testing.assert_array_equal(image_to_array(overlay), engine.overlay(rgb, engine.segment(rgb).labels, 0.5))
         assert int(rig.timing(camera, header)["batch_size"]) in (1, 2, 3)
     for camera, outputs in rig.outputs.items():  # no cross-talk: each camera's topics carry its own frames only
         for inbox in outputs.values():
@@ -173,7 +182,7 @@ def test_a_camera_that_stops_holds_up_none_of_the_others(rig, engine):
         for camera in ("left", "rear"):
             header, rgb = rig.send(camera, f"{camera}_on_{index}", seed=index)
             np.testing.assert_array_equal(rig.answer(camera, header, timeout=10.0), engine.segment(rgb).labels)
-        time.sleep(PERIOD_S / 2)
+        time.sleep(STREAM_PERIOD_S)  # a stream, not a burst: the others still run when front's rate reads 0
 
     def front_silent_others_served(msg):
         front = diagnostic_values(msg, rig.status_name("front segmentation"))
@@ -214,9 +223,12 @@ def test_the_cameras_parameter_is_read_only(ros, rig):
 
 
 def test_frames_waiting_on_several_cameras_run_as_one_batch(batching, engine):
+    before = batching.settled()
     batching.send("front", "front_slow", size=(60, SLOW_WIDTH))
-    time.sleep(SLOW_S / 3)  # the worker is on it: the next frames wait, one per camera
+    batching.gates.reached("slow")  # the worker is on it: the next frames wait, one per camera
     sent = {camera: batching.send(camera, f"{camera}_batched", seed=9) for camera in CAMERAS}
+    batching.received(before, {"front": 2, "left": 1, "rear": 1})
+    batching.gates.open("slow")
     for camera, (header, rgb) in sent.items():
         np.testing.assert_array_equal(batching.answer(camera, header), engine.segment(rgb).labels)
         assert batching.timing(camera, header)["batch_size"] == "3"
@@ -226,9 +238,11 @@ def test_frames_waiting_on_several_cameras_run_as_one_batch(batching, engine):
 def test_a_batch_that_fails_costs_only_the_frame_it_fails_on(batching, engine):
     before = batching.settled()
     batching.send("front", "front_slow_again", size=(60, SLOW_WIDTH))
-    time.sleep(SLOW_S / 3)
+    batching.gates.reached("slow")
     batching.send("left", "left_poison", size=(60, POISON_WIDTH))
     good = {camera: batching.send(camera, f"{camera}_beside_poison", seed=10) for camera in ("front", "rear")}
+    batching.received(before, {"front": 2, "left": 1, "rear": 1})
+    batching.gates.open("slow")
     for camera, (header, rgb) in good.items():  # the batch of three failed; each frame alone then
         np.testing.assert_array_equal(batching.answer(camera, header), engine.segment(rgb).labels)
         assert batching.timing(camera, header)["batch_size"] == "1"

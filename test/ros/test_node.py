@@ -7,6 +7,7 @@ checkpoint, CPU); start-up failures and signals get short-lived nodes of their o
 import array
 import signal
 import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -320,9 +321,27 @@ def test_every_parameter_is_in_the_params_file_with_the_node_default():
     assert values == {param.name: param.default for param in PARAMETERS}
 
 
+# The node's main() with the engine saying, for each batch, which outputs it was asked to compute.
+RECORD_OUTPUTS = """
+import sys
+import road_seg_ros.ros.node as n
+from road_seg_ros.core.engine import SegmentationEngine
+segment_batch = SegmentationEngine.segment_batch
+def recorded(self, frames, with_color=False, with_overlay=False, overlay_alpha=0.5):
+    print(f"computing color={with_color} overlay={with_overlay}", flush=True)
+    return segment_batch(self, frames, with_color, with_overlay, overlay_alpha)
+SegmentationEngine.segment_batch = recorded
+sys.exit(n.main())
+"""
+
+
 def test_only_subscribed_outputs_are_computed_and_signals_stop_cleanly(ros, start_node, tiny_checkpoint):
     signals = (signal.SIGINT, signal.SIGTERM)
-    nodes = [start_node(f"/{sig.name.lower()}", model_path=tiny_checkpoint, **NODE_PARAMS) for sig in signals]
+    executable = [sys.executable, "-c", RECORD_OUTPUTS]
+    nodes = [
+        start_node(f"/{sig.name.lower()}", executable=executable, model_path=tiny_checkpoint, **NODE_PARAMS)
+        for sig in signals
+    ]
     for node in nodes:
         label = ros.inbox(Image, node.topic("label"))
         timing = ros.inbox(DiagnosticArray, node.topic("timing"))
@@ -334,6 +353,8 @@ def test_only_subscribed_outputs_are_computed_and_signals_stop_cleanly(ros, star
         )
         assert diagnostic_values(reply, status)["outputs"] == "label"
         assert label.wait_for(same_header(msg.header), timeout=10.0).encoding == "mono8"
+        assert "computing color=[False] overlay=[False]" in node.output()
+        assert "color=[True]" not in node.output() and "overlay=[True]" not in node.output()
 
     for node, sig in zip(nodes, signals):
         assert node.stop(sig) == 0, node.output()

@@ -112,7 +112,6 @@ def test_node_overhead_over_ros(tiny_checkpoint, tmp_path):
     for row in rows:
         assert row["frames"] + row["lost"] == 4 and row["frames"] >= 1
         assert row["latency"]["p50"] > row["engine"]["p50"] > 0
-        assert row["overhead"]["p50"] == pytest.approx(row["latency"]["p50"] - row["engine"]["p50"], abs=5.0)
         assert "node_decode" in row and "node_publish" in row
     assert "| 96x128 |" in "\n".join(node_markdown(rows))
 

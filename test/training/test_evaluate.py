@@ -54,7 +54,9 @@ def test_an_ensemble_of_one_model_twice_predicts_as_the_model(tmp_path, tiny_che
             str(tmp_path / "e.json"),
         ]
     )
-    for single in (tmp_path / "one").iterdir():
+    saved = sorted((tmp_path / "one").iterdir())
+    assert len(saved) == 2
+    for single in saved:
         paired = tmp_path / "two" / single.name
         assert np.array_equal(
             cv2.imread(str(single), cv2.IMREAD_UNCHANGED), cv2.imread(str(paired), cv2.IMREAD_UNCHANGED)

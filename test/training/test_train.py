@@ -103,6 +103,14 @@ def test_fine_tuning_starts_from_the_checkpoint_and_keeps_an_average(tmp_path, t
     assert weights and all(torch.allclose(initial[name], averaged[name]) for name in weights)
     assert read_info(tuned / "best.safetensors").training["init"].endswith("best.safetensors")
     assert [row["epoch"] for row in _log(tuned)] == ["1", "2"]
+    # lr > 0: the weights move, and the checkpoint written is their average, not the last weights
+    moving = tmp_path / "moving"
+    main([*common[:2], str(moving), *common[3:], "--lr", "0.01", "--epochs", "1", "--set", "keep_checkpoint=last"])
+    state = torch.load(moving / "last.pt", weights_only=True)
+    averaged = {name.removeprefix("module."): value for name, value in state["ema"].items()}
+    written = load_file(moving / "final.safetensors")
+    assert all(torch.equal(written[name], averaged[name]) for name in weights)
+    assert any(not torch.allclose(written[name], state["model"][name]) for name in weights)
 
     with pytest.raises(SystemExit, match="holds a different network"):
         main(["student", "--out", str(tmp_path / "wrong"), "--init", str(teacher), "--epochs", "1", *QUICK])
