@@ -5,7 +5,36 @@ import math
 import sys
 
 from .backends import BACKENDS
-from .options import DEFAULTS, DEVICES, PRECISIONS, EngineOptions
+from .options import DEFAULTS, DEVICES, PRECISIONS, THREAD_LIMITS, EngineOptions
+
+
+def whole_number(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer of at least ``minimum`` (and at most ``maximum``); the error names both."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (NaN and infinity refused: a wait on them never ends)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not 0.0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return value
+
 
 # flag -> (EngineOptions field, help, argparse options)
 ENGINE_FLAGS = {
@@ -13,7 +42,11 @@ ENGINE_FLAGS = {
     "device": ("device", "inference device", {"choices": DEVICES}),
     "precision": ("precision", "inference precision; auto: the fastest accurate one", {"choices": PRECISIONS}),
     "backend": ("backend", "inference runtime; auto: the fastest installed", {"choices": BACKENDS}),
-    "threads": ("num_threads", "CPU threads for inference; 0: the runtime's", {"type": int, "metavar": "N"}),
+    "threads": (
+        "num_threads",
+        "CPU threads for inference; 0: the runtime's",
+        {"type": whole_number(*THREAD_LIMITS), "metavar": "N"},
+    ),
 }
 
 
@@ -42,32 +75,6 @@ def given_engine_flags(args) -> dict:
 def engine_options(args, base: EngineOptions = DEFAULTS) -> EngineOptions:
     """``base`` with the engine flags the user gave."""
     return base.with_changes(**given_engine_flags(args))
-
-
-def whole_number(minimum: int):
-    """An argparse type: an integer of at least ``minimum`` (the error names both)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def positive_number(text: str) -> float:
-    """An argparse type: a finite number above 0 (NaN and infinity refused: a wait on them never ends)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not 0.0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
-    return value
 
 
 def exit_with(prog: str, error) -> None:

@@ -180,7 +180,9 @@ def compressed_to_rgb(data, fmt: str = "", max_pixels: int = 0) -> np.ndarray:
             UNSUPPORTED_ENCODING,
             f"unsupported compressed format {fmt!r}: the data is not jpeg or png (first bytes {array[:4].tobytes()!r})",
         )
-    return cv2.cvtColor(_decode(array, kind, cv2.IMREAD_COLOR, max_pixels), cv2.COLOR_BGR2RGB)
+    # IMREAD_COLOR alone turns the pixels by an EXIF orientation tag: labels would not match the camera's frame.
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    return cv2.cvtColor(_decode(array, kind, flags, max_pixels), cv2.COLOR_BGR2RGB)
 
 
 def compressed_to_labels(data) -> np.ndarray:

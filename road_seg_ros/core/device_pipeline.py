@@ -63,7 +63,8 @@ def frame_to_batch(frame: torch.Tensor, geometry: FrameGeometry, normalize: Norm
     """H x W x 3 uint8 on the device -> normalised 1 x 3 x h x w batch in ``dtype``, channels_last.
 
     Resized as OpenCV does on the CPU path (area weights to shrink, bilinear to grow) and rounded to
-    whole levels as its uint8 result is, so both paths feed the network the same pixels.
+    whole levels as its uint8 result is: the same pixels when shrinking, within one level when growing
+    (OpenCV's bilinear is fixed point; test_engine.py checks both).
     """
     batch = frame.permute(2, 0, 1).unsqueeze(0).float()  # channels_last strides already, kept throughout
     if geometry.area:
@@ -197,8 +198,9 @@ class DevicePipeline:
         start = time.perf_counter()
         marks.mark(0)
         with torch.inference_mode():
-            # from_numpy shares a frame's memory; one decoded read-only (a message's buffer) is copied first
-            uploaded = [torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).to(self.device) for rgb in frames]
+            # from_numpy shares a frame's memory; a read-only one (a message's buffer) or a view with negative
+            # strides (BGR made RGB by [..., ::-1]), which from_numpy refuses, is copied first
+            uploaded = [torch.from_numpy(_shareable(rgb)).to(self.device) for rgb in frames]
             geometries = [self._geometry(rgb.shape[:2]) for rgb in frames]
             batch = torch.cat([frame_to_batch(f, g, self.normalize, self.dtype) for f, g in zip(uploaded, geometries)])
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -240,6 +242,11 @@ class DevicePipeline:
             return tensor.clone()
         host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
         return host.copy_(tensor, non_blocking=True)
+
+
+def _shareable(rgb: np.ndarray) -> np.ndarray:
+    """The frame itself where torch.from_numpy can share its memory, else a contiguous copy."""
+    return rgb if rgb.flags.writeable and all(stride > 0 for stride in rgb.strides) else rgb.copy()
 
 
 def _wanted(with_color: bool, with_overlay: bool) -> tuple:

@@ -15,6 +15,8 @@ frame's size, plus the class colours and the overlay when asked for:
   goes up through pinned memory, and only uint8 results come back.
 """
 
+import copy
+
 import cv2
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ from .device_pipeline import DevicePipeline
 from .frames import check_frame
 from .host_pipeline import HostPipeline
 from .labels import color_table
-from .options import DEFAULTS, EngineError, EngineOptions
+from .options import DEFAULTS, THREAD_LIMITS, EngineError, EngineOptions
 from .result import Segmentation
 
 MIN_INPUT_SIDE = 32
@@ -48,10 +50,14 @@ class SegmentationEngine:
 
     @classmethod
     def from_model(cls, model, info, name: str, options: EngineOptions = DEFAULTS) -> "SegmentationEngine":
-        """An engine around a network in memory (eval mode, returning {"out": logits}); ``info``: a ModelInfo."""
+        """An engine around a network in memory (eval mode, returning {"out": logits}); ``info``: a ModelInfo.
+
+        The engine works on its own copy: folding BatchNorm and moving to a device or dtype change a network in
+        place, and a caller may build several engines (precisions, backends) from one.
+        """
         engine = cls.__new__(cls)
         engine.checkpoint = None
-        engine._setup(model, info, name, options)
+        engine._setup(copy.deepcopy(model), info, name, options)
         return engine
 
     def _setup(self, model, info, name, options: EngineOptions):
@@ -60,6 +66,8 @@ class SegmentationEngine:
         backend = resolve_backend(options.backend, self.device, options.precision)
         self.backend = backend.name
         self.precision = resolve_precision(options.precision, backend, self.device)
+        if not THREAD_LIMITS[0] <= options.num_threads <= THREAD_LIMITS[1]:
+            raise EngineError(f"num_threads must be {THREAD_LIMITS[0]}..{THREAD_LIMITS[1]}, got {options.num_threads}")
         if options.num_threads:
             torch.set_num_threads(options.num_threads)
         self.info = info

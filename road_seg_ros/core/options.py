@@ -54,6 +54,7 @@ class EngineOptions:
 
 
 DEFAULTS = EngineOptions()
+THREAD_LIMITS = (0, 256)  # num_threads: 0 (the runtime's default) up to this many
 OPTION_FIELDS = tuple(field.name for field in fields(EngineOptions))
 
 

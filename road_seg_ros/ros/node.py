@@ -28,6 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, ShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -270,7 +271,11 @@ def main(args=None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     apply_dds_profile()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except rclpy_implementation.RCLError as error:  # e.g. --ros-args naming a params file that does not parse
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {' '.join(str(error).split())}")
+        return 1
     try:
         node = RoadSegNode()
     except (ParameterException, EngineError, CheckpointError) as error:

@@ -7,7 +7,7 @@ from rclpy.parameter import Parameter
 
 from ..core.backends import BACKENDS
 from ..core.codec import PIXEL_CEILING
-from ..core.options import DEFAULTS, DEVICES, PRECISIONS
+from ..core.options import DEFAULTS, DEVICES, PRECISIONS, THREAD_LIMITS
 from ..core.resources import NODE_NAME, PARAMS_FILE_NAME
 
 __all__ = ["NODE_NAME", "PARAMETERS", "PARAMETERS_BY_NAME", "PARAMS_FILE_NAME", "Param", "declare"]
@@ -54,7 +54,9 @@ PARAMETERS = (
         "Inference runtime: auto is the fastest installed for the device",
         choices=BACKENDS,
     ),
-    Param("num_threads", DEFAULTS.num_threads, "CPU threads for inference; 0: the runtime's default", limits=(0, 256)),
+    Param(
+        "num_threads", DEFAULTS.num_threads, "CPU threads for inference; 0: the runtime's default", limits=THREAD_LIMITS
+    ),
     Param(
         "cameras",
         [],

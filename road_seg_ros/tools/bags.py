@@ -82,9 +82,9 @@ class BagRecorder:
         single_file = self.path.suffix == ".mcap"
         if single_file and storage != "mcap":
             raise BagError(f"{self.path} names an MCAP file but storage is {storage!r}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._guard(self.path.parent.mkdir, parents=True, exist_ok=True)
         # rosbags writes directories; a single file is written in one beside the target, then moved out.
-        self._scratch = Path(tempfile.mkdtemp(dir=self.path.parent)) if single_file else None
+        self._scratch = Path(self._guard(tempfile.mkdtemp, dir=self.path.parent)) if single_file else None
         bag_dir = self._scratch / self.path.stem if single_file else self.path
         self._writer = Writer(bag_dir, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin[storage.upper()])
         if storage == "mcap":
@@ -98,9 +98,11 @@ class BagRecorder:
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self.close()
-        else:
+        else:  # nothing half-written is left under the bag's name: a rerun is not refused as 'exists already'
             self._writer.abort()
             self._remove_scratch()
+            if self._scratch is None:
+                shutil.rmtree(self.path, ignore_errors=True)  # a directory bag: it did not exist before (see above)
 
     def write(self, topic: str, msgtype: str, stamp: int, rawdata: bytes) -> None:
         connection = self._connections.get(topic)

@@ -29,9 +29,10 @@ import torch
 
 from ..core.backends import REGISTRY, OnnxRuntimeRunner, onnx_bytes
 from ..core.checkpoint import CheckpointError, ModelInfo, load_checkpoint
+from ..core.cli import positive_number, whole_number
 from ..core.engine import SegmentationEngine
 from ..core.frames import synthetic_frames
-from ..core.options import DEVICES, PRECISIONS, EngineError, EngineOptions, default_checkpoint
+from ..core.options import DEVICES, PRECISIONS, THREAD_LIMITS, EngineError, EngineOptions, default_checkpoint
 from ..core.result import STAGES
 from ..models import fuse_conv_bn
 from ..training.flops import count_gflops, count_params
@@ -490,23 +491,27 @@ def parse_args(argv=None):
         choices=PRECISIONS[1:],
         help="default: fp32 (fp16 on cuda); each backend runs those it supports, int8 the student only",
     )
-    parser.add_argument("--reps", type=int, help="repetitions per case (default 100)")
-    parser.add_argument("--warmup", type=int, help="warm-up runs per case (default 10)")
-    parser.add_argument("--seconds-per-case", type=float, help="time budget per case (default 30)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    parser.add_argument("--reps", type=whole_number(1), help="repetitions per case (default 100)")
+    parser.add_argument("--warmup", type=whole_number(0), help="warm-up runs per case (default 10)")
+    parser.add_argument("--seconds-per-case", type=positive_number, help="time budget per case (default 30)")
+    parser.add_argument("--threads", type=whole_number(*THREAD_LIMITS), help="CPU threads (default: torch's)")
     parser.add_argument(
         "--node", nargs="*", type=parse_size, metavar="HxW", help="also the node's overhead at these frame sizes"
     )
     parser.add_argument(
         "--cameras",
-        type=positive_int,
+        type=whole_number(1),
         metavar="N",
         help="with --node (default size 480x640): N cameras in one node against N separate nodes, nothing else",
     )
-    parser.add_argument("--rate", type=float, default=15.0, help="with --cameras: frames per second per camera")
-    parser.add_argument("--duration", type=float, default=30.0, help="with --cameras: seconds measured per setup")
     parser.add_argument(
-        "--batch", type=positive_int, metavar="N", help="also each student engine on one frame against a batch of N"
+        "--rate", type=positive_number, default=15.0, help="with --cameras: frames per second per camera"
+    )
+    parser.add_argument(
+        "--duration", type=positive_number, default=30.0, help="with --cameras: seconds measured per setup"
+    )
+    parser.add_argument(
+        "--batch", type=whole_number(1), metavar="N", help="also each student engine on one frame against a batch of N"
     )
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, help="write the report as Markdown (default: print it)")
@@ -539,24 +544,11 @@ def default_node_sizes(cameras) -> tuple:
     return ((480, 640),) if cameras else ((360, 480), (720, 1280))
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return value
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.cameras and args.node is None:
         print("road-seg-bench: --cameras needs --node (the cameras are measured through the node)", file=sys.stderr)
-        return 2
-    if not (args.rate > 0 and args.duration > 0):  # NaN too
-        print("road-seg-bench: --rate and --duration must be positive numbers", file=sys.stderr)
         return 2
     config = config_from_args(args)
     if config.cameras:

@@ -67,6 +67,11 @@ def run_replay(
     if params_file is None:
         raise ReplayError(f"no {PARAMS_FILE_NAME} in config/ or the package share; pass --params-file")
     options = EngineOptions.from_parameters({**read_node_parameters(params_file, NODE_NAME), **(parameters or {})})
+    out_dir = Path(out_dir)
+    try:  # before the run, not after it: a report that cannot be written would lose the whole replay
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ReplayError(f"cannot write the report to {out_dir}: {error.strerror or error}") from None
     with CameraBag(bag, topic, gt_topic) as camera_bag:
         tally = ReplayTally(camera_bag.frame_count)
         context = {
@@ -90,8 +95,6 @@ def run_replay(
             from .live_replay import LiveReplay  # rclpy only for the live mode
 
             context["latency_definition"] = "publish to label received, over ROS 2"
-            out_dir = Path(out_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
             with LiveReplay(camera_bag, tally, record, frame_timeout_s, on_output, bar) as live:
                 if not connect:
                     live.start_node(params_file, parameters or {}, out_dir / "node.log")

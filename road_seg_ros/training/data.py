@@ -78,7 +78,7 @@ def _read_list(root: Path, split: str) -> list[Sample]:
 
 
 def load_rgb(path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # as its label: unturned
     if bgr is None:
         raise DataError(f"cannot read image {path}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -19,12 +19,14 @@ import torch
 from torch.nn import functional as F
 
 from ..core.checkpoint import CheckpointError
-from ..core.cli import add_engine_arguments, engine_options, exit_with, whole_number
+from ..core.cli import add_engine_arguments, engine_options, exit_with, positive_number, whole_number
 from ..core.engine import SegmentationEngine
 from ..core.options import EngineError
 from .data import SPLITS, DataError, load_label, load_rgb, read_split
 from .flops import count_gflops, count_params
 from .metrics import ConfusionMatrix, format_iou_table
+
+SCALE_RANGE = (0.25, 4.0)  # test-time scales: a quarter of a 360x480 input is still 88x120; 4x is 1440x1920
 
 
 def evaluate_frames(predict, images, labels, on_prediction=None):
@@ -82,7 +84,12 @@ def parse_args(argv=None):
     add_engine_arguments(parser)
     parser.add_argument("--data", help="CamVid root (default: $CAMVID_ROOT or ../shared/camvid)")
     parser.add_argument("--split", default="val", choices=SPLITS)
-    parser.add_argument("--scales", type=float, nargs="+", help="multi-scale test-time augmentation, e.g. 0.75 1 1.25")
+    parser.add_argument(
+        "--scales",
+        type=positive_number,
+        nargs="+",
+        help=f"multi-scale test-time augmentation, e.g. 0.75 1 1.25 (each {SCALE_RANGE[0]:g}..{SCALE_RANGE[1]:g})",
+    )
     parser.add_argument("--flip", action="store_true", help="add horizontally flipped views")
     parser.add_argument(
         "--ensemble",
@@ -97,6 +104,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.json is not None and args.json.is_dir():
         parser.error(f"--json {args.json} is a directory; give a file name")
+    for scale in args.scales or ():
+        if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+            parser.error(f"--scales: each must be {SCALE_RANGE[0]:g}..{SCALE_RANGE[1]:g}, got {scale:g}")
     return args
 
 

@@ -97,3 +97,19 @@ def test_a_complete_frame_at_the_limit_still_decodes():
     """A real (all-zero, 1-bit) 4000x2000 PNG passes the header check and decodes: the checks refuse only sizes."""
     rgb = codec.compressed_to_rgb(png_bomb(4000, 2000, full_data=True), max_pixels=4000 * 2000)
     assert rgb.shape == (2000, 4000, 3) and not rgb.any()
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an EXIF block (APP1) whose Orientation tag says ``orientation`` (6: rotate 90 degrees)."""
+    ifd = b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01" + orientation.to_bytes(2, "big") + b"\x00\x00" + bytes(4)
+    exif = b"Exif\x00\x00" + b"MM\x00\x2a\x00\x00\x00\x08" + ifd
+    return jpeg[:2] + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + jpeg[2:]
+
+
+def test_jpeg_orientation_tags_are_ignored_so_labels_match_the_camera_frame():
+    """A camera's pixels are the frame; rotating them by an EXIF tag would give labels of swapped size."""
+    pixels = cv2.resize(np.random.default_rng(5).integers(0, 256, (4, 4, 3), np.uint8), (80, 40))
+    jpeg = with_exif_orientation(cv2.imencode(".jpg", pixels)[1].tobytes(), 6)
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (80, 40, 3)  # OpenCV would rotate
+    assert codec.compressed_size(np.frombuffer(jpeg, np.uint8), "jpeg") == (80, 40)
+    assert codec.compressed_to_rgb(jpeg).shape == (40, 80, 3)

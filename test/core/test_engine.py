@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from road_seg_ros.core.backends import REGISTRY, TorchDeviceRunner
+from road_seg_ros.core.checkpoint import load_checkpoint
 from road_seg_ros.core.device_pipeline import DevicePipeline, FrameGeometry, frame_to_batch, nearest_indices
 from road_seg_ros.core.engine import SegmentationEngine
 from road_seg_ros.core.frames import synthetic_frames
 from road_seg_ros.core.openvino_backend import cpu_runs
-from road_seg_ros.core.options import EngineError, EngineOptions
+from road_seg_ros.core.options import EngineError, EngineOptions, default_checkpoint
 from road_seg_ros.core.preprocess import Normalize
 
 INPUT_SIZE = (96, 128)  # height, width: small, so each frame takes milliseconds
@@ -100,6 +101,8 @@ def test_device_pipeline_on_cpu_batches_like_it_runs_one_frame(reference):
     runner = CountingRunner(TorchDeviceRunner(reference.model, torch.device("cpu"), torch.float32))
     pipeline = DevicePipeline(runner, INPUT_SIZE, info.mean, info.std, reference.color_table)
     batch_frames = frames(SHRINK_SIZES + [SHRINK_SIZES[1]], seed=12)  # two frames of one size: no shared buffer
+    batch_frames[2] = batch_frames[2][..., ::-1]  # BGR made RGB by a view: negative strides
+    batch_frames[3].flags.writeable = False  # a message's buffer
     singles = [pipeline.run(frame, True, True, 0.4) for frame in batch_frames]
     results = pipeline.run_batch(batch_frames, [True] * 5, [False, True, True, True, True], 0.4)
     assert runner.batches[-1] == len(batch_frames)
@@ -201,6 +204,17 @@ def test_preprocess_feeds_the_model_and_inference_step_runs_alone(reference, onn
     assert agreement(np.asarray(chosen.inference_step(frame)()).reshape(INPUT_SIZE), expected) >= MIN_AGREEMENT
 
 
+def test_an_engine_built_from_a_network_leaves_the_callers_network_as_it_was():
+    """Benchmarks build several engines from one network: folding BatchNorm must not reach the others."""
+    network, info = load_checkpoint(default_checkpoint())
+    before = {name: value.clone() for name, value in network.state_dict().items()}
+    options = EngineOptions(device="cpu", backend="torch", num_threads=1, input_size=INPUT_SIZE)
+    SegmentationEngine.from_model(network, info, "student", options)
+    after = network.state_dict()
+    assert after.keys() == before.keys() and any("running_mean" in name for name in after)
+    assert all(torch.equal(after[name], value) for name, value in before.items())
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -208,6 +222,7 @@ def test_preprocess_feeds_the_model_and_inference_step_runs_alone(reference, onn
         ({"precision": "fp16"}, "'fp16' runs with torch on cuda only"),
         ({"precision": "int4"}, "precision must be one of"),
         ({"device": "tpu"}, "device must be one of"),
+        ({"num_threads": -1}, r"num_threads must be 0\.\.256, got -1"),
     ],
 )
 def test_bad_options_are_named(options, message):

@@ -211,6 +211,18 @@ def test_sigterm_mid_decode_ends_the_node_without_waiting_for_the_frame(ros, sta
     assert node.wait(timeout=NODE_GATE_TIMEOUT_S / 4) == 0, node.output()
 
 
+@pytest.mark.parametrize("params", ["missing.yaml", "broken.yaml"])
+def test_a_params_file_that_does_not_parse_stops_the_node_with_one_fatal_line(tmp_path, params):
+    (tmp_path / "broken.yaml").write_text("/**:\n  ros__parameters: [unclosed\n")
+    command = [str(NODE_EXECUTABLE), "--ros-args", "--params-file", str(tmp_path / params)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    fatal = [line for line in output.splitlines() if "[FATAL]" in line]
+    assert done.returncode == 1, output
+    assert len(fatal) == 1 and "cannot start" in fatal[0] and str(tmp_path / params) in fatal[0], output
+    assert "Traceback" not in output
+
+
 def test_hostile_checkpoints_stop_the_node_at_start_up_with_one_fatal_line(tmp_path, tiny_checkpoint):
     with safe_open(str(tiny_checkpoint), framework="pt") as handle:
         metadata = json.loads(handle.metadata()["road_seg"])

@@ -270,3 +270,24 @@ def test_make_bag_refuses_a_limit_below_one(capsys):
     with pytest.raises(SystemExit) as exit_info:
         make_bag_main(["--drive", "Seq05VD", "--out", "x", "--limit", "0"])
     assert exit_info.value.code == 2 and "argument --limit: must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["drive", "drive.mcap"])
+def test_a_bag_whose_frames_fail_midway_leaves_nothing_and_can_be_written_again(tmp_path, name):
+    rgb = np.zeros((24, 32, 3), np.uint8)
+
+    def failing():
+        yield rgb, None
+        raise OSError("frame 2 could not be read")
+
+    with pytest.raises(OSError, match="frame 2"):
+        write_camera_bag(tmp_path / name, failing())
+    assert sorted(tmp_path.iterdir()) == []  # no half-written bag, no scratch folder
+    assert write_camera_bag(tmp_path / name, [(rgb, None)]) == 1
+    assert len(read_all(tmp_path / name)[1]) == 1
+
+
+def test_a_bag_that_cannot_be_created_is_refused_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(BagError, match="cannot write bag .*file/drive.mcap"):
+        write_camera_bag(tmp_path / "file" / "drive.mcap", [])

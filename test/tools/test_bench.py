@@ -90,18 +90,23 @@ def test_bad_size_is_named(capsys):
     ("argv", "message"),
     [
         (["--cameras", "2"], "--cameras needs --node"),
-        (["--node", "--cameras", "2", "--rate", "nan"], "--rate and --duration must be positive numbers"),
-        (["--node", "--cameras", "2", "--duration", "0"], "--rate and --duration must be positive numbers"),
+        (["--node", "--cameras", "2", "--rate", "nan"], "argument --rate: must be a positive number, got nan"),
+        (["--node", "--cameras", "2", "--duration", "0"], "argument --duration: must be a positive number, got 0.0"),
+        (["--reps", "0"], "argument --reps: must be at least 1, got 0"),
     ],
 )
-def test_bad_camera_arguments_are_named(capsys, argv, message):
-    assert main(argv) == 2 and message in capsys.readouterr().err
+def test_bad_bench_arguments_are_named(capsys, argv, message):
+    try:
+        status = main(argv)
+    except SystemExit as exit_info:  # argparse's own refusal
+        status = exit_info.code
+    assert status == 2 and message in capsys.readouterr().err
 
 
 def test_zero_cameras_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--node", "--cameras", "0"])
-    assert exit_info.value.code == 2 and "at least 1, got '0'" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "at least 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(180)

@@ -226,6 +226,13 @@ def test_a_bomb_frame_ends_offline_replay_in_one_line_naming_it(tmp_path, tiny_c
     assert f"{width}x{height}" in message and "over the codec's ceiling" in message and "at stamp 3" in message
 
 
+def test_a_report_folder_that_cannot_be_made_is_refused_before_the_replay(tmp_path, tiny_checkpoint):
+    bag = compressed_bag(tmp_path / "drive", [good_jpeg(0)])
+    (tmp_path / "taken").write_text("a file, not a folder")
+    message = cli_error(bag, "--offline", "--checkpoint", tiny_checkpoint, "--out", tmp_path / "taken")
+    assert message == f"road-seg-replay: cannot write the report to {tmp_path / 'taken'}: File exists"
+
+
 def test_a_damaged_first_frame_is_refused_when_the_bag_opens(tmp_path):
     bag = compressed_bag(tmp_path / "drive", [damaged_compressed()["jpeg_truncated_in_scan"][0], good_jpeg(0)])
     assert "corrupt jpeg" in cli_error(bag, "--offline", "--out", tmp_path / "out")

@@ -86,7 +86,14 @@ def test_evaluator_defaults_are_the_nodes():
 
 @pytest.mark.parametrize(
     ("argv", "words"),
-    [(["--limit", "0"], "must be at least 1"), (["--limit", "x"], "whole number"), (["--json", "."], "is a directory")],
+    [
+        (["--limit", "0"], "must be at least 1"),
+        (["--limit", "x"], "whole number"),
+        (["--json", "."], "is a directory"),
+        (["--scales", "1", "nan"], "must be a positive number, got nan"),
+        (["--scales", "0.01"], "each must be 0.25..4, got 0.01"),
+        (["--threads", "-1"], "must be at least 0, got -1"),
+    ],
 )
 def test_bad_arguments_are_refused_by_the_parser(capsys, argv, words):
     with pytest.raises(SystemExit) as exit_info:
