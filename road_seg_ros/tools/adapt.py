@@ -224,7 +224,7 @@ def write_report(out: Path, context: dict, base: Path, held_out, teacher_labels,
                 confusion.update(pred, truth)
             results[name].update(confusion.summary(names))
     report = {**context, "held_out": results, "checkpoint": str(out / RESULT)}
-    colors = color_table()
+    colors = color_table(engine.info.class_colors)  # the model's own classes, as its names above
     picks = np.linspace(0, len(held_out) - 1, min(MOSAIC_FRAMES, len(held_out))).round().astype(int)
     tiles = []
     for index in picks:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..core.checkpoint import CheckpointError
+from ..core.checkpoint import CheckpointError, ModelInfo, read_info
 from ..core.cli import add_engine_arguments, exit_with, given_engine_flags, positive_number
 from ..core.engine import SegmentationEngine
 from ..core.options import NODE_PARAMETERS, EngineError, EngineOptions
@@ -73,7 +73,9 @@ def run_replay(
     except OSError as error:
         raise ReplayError(f"cannot write the report to {out_dir}: {error.strerror or error}") from None
     with CameraBag(bag, topic, gt_topic) as camera_bag:
-        tally = ReplayTally(camera_bag.frame_count)
+        # Scored and coloured with the model's own classes; a node we only connect to runs a model unknown here.
+        info = ModelInfo(arch={}) if connect else read_info(options.checkpoint_path())
+        tally = ReplayTally(camera_bag.frame_count, info.class_names, info.class_colors)
         context = {
             "mode": "offline" if offline else "live",
             "bag": str(bag),

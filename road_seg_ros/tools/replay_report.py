@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..core.labels import CLASS_NAMES, color_table
+from ..core.labels import CLASS_COLORS, CLASS_NAMES, color_table
 from ..training.metrics import ConfusionMatrix, format_iou_table
 
 MOSAIC_FRAMES = 6
@@ -35,7 +35,8 @@ class ReplayError(RuntimeError):
 class ReplayTally:
     """Accumulates a run: frames sent, each output's latency, the confusion matrix and mosaic tiles."""
 
-    def __init__(self, frame_count: int, class_names=CLASS_NAMES):
+    def __init__(self, frame_count: int, class_names=CLASS_NAMES, class_colors=CLASS_COLORS):
+        """``class_names`` and ``class_colors``: the model's (its checkpoint's), CamVid's by default."""
         self.class_names = list(class_names)
         self.confusion = ConfusionMatrix(num_classes=len(self.class_names))
         self.frames_sent = 0
@@ -46,7 +47,7 @@ class ReplayTally:
         count = min(MOSAIC_FRAMES, frame_count)
         self._mosaic_indices = set(np.linspace(0, frame_count - 1, count).round().astype(int).tolist())
         self._tiles = []
-        self._colors = color_table()
+        self._colors = color_table(class_colors)
 
     def add_output(self, index: int, frame, labels: np.ndarray, latency_ms: float) -> None:
         """One output: ``labels`` for the ``index``-th frame of the bag, ``latency_ms`` after it was sent."""

@@ -5,17 +5,21 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import camvid_drive_frames, cpu_engine
 from hostile import BOMBS, damaged_compressed, jpeg_bomb
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Writer
 
+from road_seg_ros.core.checkpoint import ModelInfo, save_checkpoint
 from road_seg_ros.core.resources import PARAMS_FILE_NAME, find_shipped
+from road_seg_ros.models import build_model
 from road_seg_ros.ros.client import NodeProcess
 from road_seg_ros.tools import bags
 from road_seg_ros.tools.bags import write_camera_bag
 from road_seg_ros.tools.live_replay import OUTPUT_TOPICS, node_remaps
 from road_seg_ros.tools.replay import ReplayError, main, run_replay
+from road_seg_ros.tools.replay_report import OVERLAY_ALPHA
 from road_seg_ros.training.evaluate import evaluate_frames
 
 FRAMES = 3
@@ -152,8 +156,8 @@ def test_cli_starts_the_node_replays_a_jpeg_bag_at_a_rate_and_records_its_output
 
 
 def test_node_that_cannot_start_is_a_clear_error(make_bag, tmp_path):
-    with pytest.raises(ReplayError, match=r"road_seg_node exited with code 1: .*missing\.safetensors"):
-        run_replay(make_bag("png"), tmp_path, parameters={"model_path": str(tmp_path / "missing.safetensors")})
+    with pytest.raises(ReplayError, match=r"road_seg_node exited with code 1: .*overlay_alpha"):
+        run_replay(make_bag("png"), tmp_path, parameters={"overlay_alpha": 5.0})
 
 
 # --------------------------------------------------------------------------- malformed bags on the CLI
@@ -261,3 +265,20 @@ def test_pacing_arguments_must_be_positive_numbers(capsys, argv, words):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_a_model_with_its_own_classes_is_scored_and_coloured_with_them(tmp_path):
+    """Three classes named and coloured by the checkpoint: the report's classes and the mosaic's colours are its."""
+    torch.manual_seed(0)
+    arch = {"name": "student", "size": "tiny", "num_classes": 3}
+    names, colors = ["lane", "kerb", "other"], [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    info = ModelInfo(arch=arch, class_names=names, class_colors=colors, input_size=[96, 128])
+    checkpoint = save_checkpoint(tmp_path / "three.safetensors", build_model(arch).eval(), info)
+    truth = np.repeat(np.arange(3, dtype=np.uint8), [32, 48, 48])[np.newaxis].repeat(96, axis=0)  # three bands
+    bag = tmp_path / "drive"
+    write_camera_bag(bag, [(np.zeros((96, 128, 3), np.uint8), truth)] * 2)  # black: the overlay is the colours
+    report, _ = replay(bag, tmp_path / "out", offline=True, parameters={"model_path": str(checkpoint)})
+    assert sorted(report["per_class_iou"]) == sorted(names)
+    mosaic = cv2.cvtColor(cv2.imread(report["files"]["mosaic"]), cv2.COLOR_BGR2RGB)
+    shown = {tuple(pixel) for pixel in mosaic.reshape(-1, 3)}
+    assert all(tuple(round(OVERLAY_ALPHA * value) for value in color) in shown for color in colors), sorted(shown)
