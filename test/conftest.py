@@ -213,6 +213,12 @@ def start_node(tmp_path_factory):
         node.wait()
 
 
+def injected_node(patch: str) -> list[str]:
+    """road_seg_node's command line with ``patch`` (Python source; the node module is ``n``) run before its main():
+    fault injection, through NodeProcess's ``executable``."""
+    return [sys.executable, "-c", f"import sys\nimport road_seg_ros.ros.node as n\n{patch}\nsys.exit(n.main())"]
+
+
 def cpu_engine(checkpoint, **options) -> SegmentationEngine:
     """An engine on the CPU with one thread and otherwise the node's defaults (backend included): the labels
     the node computes with NODE_PARAMS, bit for bit."""

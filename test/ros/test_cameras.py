@@ -7,13 +7,12 @@ engine stops at a gate on frames of one width (so the other cameras' frames wait
 the test opens it) and fails on another (a batch holding it fails).
 """
 
-import sys
 import time
 
 import numpy as np
 import pytest
 from camera_process import road_frame
-from conftest import DIAGNOSTICS_QOS, cpu_engine, diagnostic_values, exchange
+from conftest import DIAGNOSTICS_QOS, cpu_engine, diagnostic_values, exchange, injected_node
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from gate import Gates, gate_code
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -128,10 +127,10 @@ def batching(ros, start_node, tiny_checkpoint, tmp_path_factory):
     """A node whose engine waits at gate "slow" on a batch holding a frame SLOW_WIDTH wide and fails one holding
     POISON_WIDTH."""
     gates = tmp_path_factory.mktemp("gates")
-    code = f"import sys\nimport road_seg_ros.ros.node as n\n{gate_code(gates)}{INJECTED}\nsys.exit(n.main())"
+
     node = start_node(
         "/batching",
-        executable=[sys.executable, "-c", code],
+        executable=injected_node(gate_code(gates) + INJECTED),
         model_path=tiny_checkpoint,
         cameras=f"[{', '.join(CAMERAS)}]",
         **NODE_PARAMS,

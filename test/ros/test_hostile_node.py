@@ -8,12 +8,11 @@ One compressed-input and one raw-input node serve the module; fault-injection ca
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import NODE_EXECUTABLE, PARAMS_FILE, cpu_engine
+from conftest import NODE_EXECUTABLE, PARAMS_FILE, cpu_engine, injected_node
 from diagnostic_msgs.msg import DiagnosticStatus
 from gate import NODE_GATE_TIMEOUT_S, gate_code
 from hostile import (
@@ -150,8 +149,7 @@ def test_a_malformed_parameter_request_gets_a_failed_result_and_the_node_serves_
 
 def node_with(start_node, name: str, patch: str, **params):
     """road_seg_node's main() run after ``patch`` (Python source, the node module as ``n``): fault injection."""
-    code = f"import sys\nimport road_seg_ros.ros.node as n\n{patch}\nsys.exit(n.main())"
-    return start_node(f"/{name}", executable=[sys.executable, "-c", code], **NODE_PARAMS, **params)
+    return start_node(f"/{name}", executable=injected_node(patch), **NODE_PARAMS, **params)
 
 
 def test_a_callback_that_raises_is_logged_and_the_node_serves_on(ros, start_node, tiny_checkpoint, engine):

@@ -7,14 +7,22 @@ checkpoint, CPU); start-up failures and signals get short-lived nodes of their o
 import array
 import signal
 import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 import yaml
 from camera_process import road_frame
-from conftest import DIAGNOSTICS_QOS, NODE_EXECUTABLE, PARAMS_FILE, REPO_ROOT, cpu_engine, diagnostic_values, exchange
+from conftest import (
+    DIAGNOSTICS_QOS,
+    NODE_EXECUTABLE,
+    PARAMS_FILE,
+    REPO_ROOT,
+    cpu_engine,
+    diagnostic_values,
+    exchange,
+    injected_node,
+)
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -321,23 +329,20 @@ def test_every_parameter_is_in_the_params_file_with_the_node_default():
     assert values == {param.name: param.default for param in PARAMETERS}
 
 
-# The node's main() with the engine saying, for each batch, which outputs it was asked to compute.
+# The engine says, for each batch, which outputs it was asked to compute.
 RECORD_OUTPUTS = """
-import sys
-import road_seg_ros.ros.node as n
 from road_seg_ros.core.engine import SegmentationEngine
 segment_batch = SegmentationEngine.segment_batch
 def recorded(self, frames, with_color=False, with_overlay=False, overlay_alpha=0.5):
     print(f"computing color={with_color} overlay={with_overlay}", flush=True)
     return segment_batch(self, frames, with_color, with_overlay, overlay_alpha)
 SegmentationEngine.segment_batch = recorded
-sys.exit(n.main())
 """
 
 
 def test_only_subscribed_outputs_are_computed_and_signals_stop_cleanly(ros, start_node, tiny_checkpoint):
     signals = (signal.SIGINT, signal.SIGTERM)
-    executable = [sys.executable, "-c", RECORD_OUTPUTS]
+    executable = injected_node(RECORD_OUTPUTS)
     nodes = [
         start_node(f"/{sig.name.lower()}", executable=executable, model_path=tiny_checkpoint, **NODE_PARAMS)
         for sig in signals

@@ -77,9 +77,9 @@ def test_thirty_hz_with_a_bad_frame_every_second(ros, start_node, tiny_checkpoin
     delta = {key: int(after[key]) - int(before[key]) for key in after if key.startswith(("frames_", "rejected_"))}
     deadline = time.monotonic() + 30.0
     while (answered := labels.count(lambda msg: msg.header.frame_id == "soak")) < delta["frames_out"]:
-        if time.monotonic() > deadline:  # the last answers are still in flight when the node has counted them
+        if time.monotonic() > deadline:
             break
-        time.sleep(0.1)
+        time.sleep(0.1)  # the last answers are still in flight when the node has counted them
     growth = max(value for _, value in rss[len(rss) * 2 // 3 :]) - max(value for _, value in rss[: len(rss) // 3 + 1])
     print(
         f"\nsoak {SECONDS:.0f} s at {RATE_HZ} Hz: sent {sent} ({sum(bad_sent.values())} bad: {bad_sent}), "
