@@ -15,7 +15,7 @@ from road_seg_ros.tools import bags
 from road_seg_ros.tools.adapt import main
 from road_seg_ros.tools.bags import write_camera_bag
 from road_seg_ros.training import optim
-from road_seg_ros.training.self_training import SelfTraining, SelfTrainingSettings
+from road_seg_ros.training.self_training import SelfTraining, SelfTrainingSettings, distillation_losses
 
 FRAMES = 12
 QUICK = ["--max-steps", "3", "--source-limit", "4", "--no-progress", "--device", "cpu"]
@@ -131,3 +131,15 @@ def test_the_loop_state_resumes_exactly(tiny_checkpoint, monkeypatch):
     assert second.scheduler.last_epoch == first.scheduler.last_epoch
     for name, value in first.ema.module.state_dict().items():
         assert torch.equal(value, second.ema.module.state_dict()[name]), name
+
+
+def test_a_student_that_equals_its_teacher_has_no_distillation_loss():
+    # The teacher comes as probabilities (averaged views); a student whose logits give the same probabilities
+    # has nothing to learn, whatever per-pixel offset its logits carry. CWD on raw logits did not see that.
+    logits = 3.0 * torch.randn(2, 11, 24, 32) + 5.0 * torch.randn(2, 1, 24, 32)
+    losses = distillation_losses(SelfTrainingSettings().distillation, logits, torch.softmax(logits, dim=1).half())
+    assert set(losses) == {"kd_pixel", "kd_cwd"}
+    for name, loss in losses.items():
+        assert float(loss) == pytest.approx(0.0, abs=2e-3), name
+    other = distillation_losses(SelfTrainingSettings().distillation, torch.randn_like(logits), torch.softmax(logits, 1))
+    assert all(float(loss) > 0.05 for loss in other.values())

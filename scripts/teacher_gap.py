@@ -1,0 +1,68 @@
+"""How far a student is from road-seg-adapt's default teacher (itself with multi-scale + flip) on a bag.
+
+    python scripts/teacher_gap.py seq05vd_odd.mcap models/student.safetensors
+    python scripts/teacher_gap.py seq05vd_even.mcap models/student.safetensors --gt-topic /camera/ground_truth
+
+Without labels: the distillation terms on a few frames, computed as the adaptation computes them now (both
+sides floored log-probabilities) and as it did before (CWD on the student's raw logits). With --gt-topic:
+the mIoU of the student and of the teacher on every frame, the most that distilling this teacher can give
+(docs/results.md, issue 16).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from road_seg_ros.core.engine import SegmentationEngine  # noqa: E402
+from road_seg_ros.core.options import EngineOptions  # noqa: E402
+from road_seg_ros.tools.adapt import TEACHER_SCALES  # noqa: E402
+from road_seg_ros.tools.bags import CameraBag  # noqa: E402
+from road_seg_ros.training.evaluate import MultiScalePredictor  # noqa: E402
+from road_seg_ros.training.metrics import ConfusionMatrix  # noqa: E402
+from road_seg_ros.training.self_training import PROBABILITY_FLOOR, SelfTrainingSettings, distillation_losses  # noqa: E402
+
+
+def distillation_terms(engine, teacher, frames) -> None:
+    terms = SelfTrainingSettings().distillation
+    with torch.no_grad():
+        probabilities = torch.cat([teacher.probabilities(frame.rgb) for frame in frames])
+        logits = torch.cat([engine.model(engine.preprocess(frame.rgb))["out"].float() for frame in frames])
+        now = distillation_losses(terms, logits, probabilities)
+        teacher_log = torch.log(probabilities.clamp_min(PROBABILITY_FLOOR))
+        before = {f"kd_{term.name}": term(logits, teacher_log) for term in terms}
+    print(f"{len(frames)} frames; weighted terms, as computed now / before (raw logits):")
+    for name in now:
+        print(f"  {name}: {float(now[name]):.3f} / {float(before[name]):.3f}")
+
+
+def accuracy(engine, teacher, frames) -> None:
+    student_matrix, teacher_matrix = ConfusionMatrix(len(engine.class_names)), ConfusionMatrix(len(engine.class_names))
+    for frame in frames:
+        student_matrix.update(engine.segment(frame.rgb).labels, frame.ground_truth)
+        teacher_matrix.update(teacher(frame.rgb), frame.ground_truth)
+    student, teacher = (matrix.summary(engine.class_names)["miou"] for matrix in (student_matrix, teacher_matrix))
+    print(f"{len(frames)} frames; mIoU student {student:.2f}, teacher {teacher:.2f} ({teacher - student:+.2f})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bag")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--gt-topic", help="score student and teacher against this ground truth")
+    parser.add_argument("--frames", type=int, default=8, help="without --gt-topic: every 5th frame, this many")
+    args = parser.parse_args()
+    engine = SegmentationEngine(EngineOptions(checkpoint=args.checkpoint, device="cpu", backend="torch"))
+    teacher = MultiScalePredictor([engine], TEACHER_SCALES, flip=True)
+    with CameraBag(args.bag, gt_topic=args.gt_topic, ground_truth=args.gt_topic is not None) as bag:
+        frames = list(bag.frames())
+    if args.gt_topic:
+        accuracy(engine, teacher, frames)
+    else:
+        distillation_terms(engine, teacher, frames[: 5 * args.frames : 5])
+
+
+if __name__ == "__main__":
+    main()
