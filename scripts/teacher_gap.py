@@ -20,9 +20,14 @@ from road_seg_ros.core.engine import SegmentationEngine  # noqa: E402
 from road_seg_ros.core.options import EngineOptions  # noqa: E402
 from road_seg_ros.tools.adapt import TEACHER_SCALES  # noqa: E402
 from road_seg_ros.tools.bags import CameraBag  # noqa: E402
-from road_seg_ros.training.evaluate import MultiScalePredictor  # noqa: E402
-from road_seg_ros.training.metrics import ConfusionMatrix  # noqa: E402
+from road_seg_ros.training.evaluate import MultiScalePredictor, evaluate_frames  # noqa: E402
 from road_seg_ros.training.self_training import PROBABILITY_FLOOR, SelfTrainingSettings, distillation_losses  # noqa: E402
+
+
+def student_and_teacher(checkpoint):
+    """The student's engine, and road-seg-adapt's default teacher made of it."""
+    engine = SegmentationEngine(EngineOptions(checkpoint=str(checkpoint), device="cpu", backend="torch"))
+    return engine, MultiScalePredictor([engine], TEACHER_SCALES, flip=True)
 
 
 def distillation_terms(engine, teacher, frames) -> None:
@@ -39,11 +44,12 @@ def distillation_terms(engine, teacher, frames) -> None:
 
 
 def accuracy(engine, teacher, frames) -> None:
-    student_matrix, teacher_matrix = ConfusionMatrix(len(engine.class_names)), ConfusionMatrix(len(engine.class_names))
-    for frame in frames:
-        student_matrix.update(engine.segment(frame.rgb).labels, frame.ground_truth)
-        teacher_matrix.update(teacher(frame.rgb), frame.ground_truth)
-    student, teacher = (matrix.summary(engine.class_names)["miou"] for matrix in (student_matrix, teacher_matrix))
+    images, truths = [frame.rgb for frame in frames], [frame.ground_truth for frame in frames]
+
+    def miou(predict) -> float:
+        return 100.0 * evaluate_frames(predict, images, truths)[0].miou()  # miou() is a fraction
+
+    student, teacher = miou(lambda rgb: engine.segment(rgb).labels), miou(teacher)
     print(f"{len(frames)} frames; mIoU student {student:.2f}, teacher {teacher:.2f} ({teacher - student:+.2f})")
 
 
@@ -54,8 +60,7 @@ def main():
     parser.add_argument("--gt-topic", help="score student and teacher against this ground truth")
     parser.add_argument("--frames", type=int, default=8, help="without --gt-topic: every 5th frame, this many")
     args = parser.parse_args()
-    engine = SegmentationEngine(EngineOptions(checkpoint=args.checkpoint, device="cpu", backend="torch"))
-    teacher = MultiScalePredictor([engine], TEACHER_SCALES, flip=True)
+    engine, teacher = student_and_teacher(args.checkpoint)
     with CameraBag(args.bag, gt_topic=args.gt_topic, ground_truth=args.gt_topic is not None) as bag:
         frames = list(bag.frames())
     if args.gt_topic:

@@ -127,7 +127,6 @@ def batching(ros, start_node, tiny_checkpoint, tmp_path_factory):
     """A node whose engine waits at gate "slow" on a batch holding a frame SLOW_WIDTH wide and fails one holding
     POISON_WIDTH."""
     gates = tmp_path_factory.mktemp("gates")
-
     node = start_node(
         "/batching",
         executable=injected_node(gate_code(gates) + INJECTED),

@@ -7,19 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 from conftest import REPO_ROOT
 
-from road_seg_ros.core.engine import SegmentationEngine
-from road_seg_ros.core.options import EngineOptions
-from road_seg_ros.tools.adapt import TEACHER_SCALES
-from road_seg_ros.training.evaluate import MultiScalePredictor
-
 spec = importlib.util.spec_from_file_location("teacher_gap", REPO_ROOT / "scripts" / "teacher_gap.py")
 teacher_gap = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(teacher_gap)
-
-
-def student_and_teacher(checkpoint):
-    engine = SegmentationEngine(EngineOptions(checkpoint=str(checkpoint), device="cpu", backend="torch"))
-    return engine, MultiScalePredictor([engine], TEACHER_SCALES, flip=True)
 
 
 def frames(count=3, seed=0):
@@ -28,7 +18,7 @@ def frames(count=3, seed=0):
 
 
 def test_a_student_scored_on_its_own_labels_gets_100_and_the_teacher_is_compared_with_it(tiny_checkpoint, capsys):
-    engine, teacher = student_and_teacher(tiny_checkpoint)
+    engine, teacher = teacher_gap.student_and_teacher(tiny_checkpoint)
     scenes = frames()
     for scene in scenes:
         scene.ground_truth = engine.segment(scene.rgb).labels
@@ -40,7 +30,7 @@ def test_a_student_scored_on_its_own_labels_gets_100_and_the_teacher_is_compared
 
 
 def test_the_distillation_terms_are_printed_both_ways(tiny_checkpoint, capsys):
-    engine, teacher = student_and_teacher(tiny_checkpoint)
+    engine, teacher = teacher_gap.student_and_teacher(tiny_checkpoint)
     teacher_gap.distillation_terms(engine, teacher, frames(2))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "2 frames; weighted terms, as computed now / before (raw logits):"
