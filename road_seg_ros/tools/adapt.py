@@ -37,7 +37,7 @@ from ..training.config import TrainConfig
 from ..training.data import CamVid, DataError, class_weights
 from ..training.evaluate import MultiScalePredictor
 from ..training.metrics import ConfusionMatrix
-from ..training.self_training import SelfTraining, SelfTrainingSettings, resized_for_model
+from ..training.self_training import SelfTraining, SelfTrainingSettings, resized_for_model, with_crop
 from .bags import BagError, CameraBag
 from .replay_report import mosaic, overlay_tile
 
@@ -113,9 +113,9 @@ def teacher_probabilities(predictor: MultiScalePredictor, frames, progress: bool
     return torch.cat(rows)
 
 
-def source_dataset(args, seed: int) -> tuple[CamVid, torch.Tensor]:
-    """CamVid train with the training recipe's CPU augmentation, and its class weights."""
-    settings = Augmentation.from_config(TrainConfig(crop_size=(256, 320)))
+def source_dataset(args, crop_size, seed: int) -> tuple[CamVid, torch.Tensor]:
+    """CamVid train with the training recipe's CPU augmentation at ``crop_size``, and its class weights."""
+    settings = Augmentation.from_config(TrainConfig(crop_size=tuple(crop_size)))
     dataset = CamVid(args.data, "train", transform=TrainAugmentation(settings, seed=seed), limit=args.source_limit)
     return dataset, class_weights(dataset.labels)
 
@@ -146,8 +146,14 @@ def adapt(args) -> dict:
     held_out_teacher = [predictor(frame.rgb) for frame in held_out]
     teacher_seconds = time.perf_counter() - started
 
-    source, weight = source_dataset(args, args.seed) if args.source_weight else (None, None)
     settings = SelfTrainingSettings(source_weight=args.source_weight)
+    crop_size = args.crop_size or [min(side, limit) for side, limit in zip(settings.augmentation.crop_size,
+                                                                           info.input_size)]  # fmt: skip
+    try:
+        settings = with_crop(settings, crop_size, info.input_size)
+    except ValueError as error:
+        raise AdaptError(f"--crop-size: {error}") from None
+    source, weight = source_dataset(args, crop_size, args.seed) if args.source_weight else (None, None)
     frames_tensor = torch.stack([resized_for_model(frame.rgb, info.input_size) for frame in adapt_frames])
     loop = SelfTraining(student, frames_tensor, probabilities, source, weight, info, 60.0 * args.minutes, settings,
                         device, args.seed)  # fmt: skip
@@ -158,7 +164,7 @@ def adapt(args) -> dict:
     adapted = loop.adapted_model()
     description = f"{info.description or base.name}, adapted to {Path(args.bag).name} without labels"
     training = {"adapted_from": str(base), "bag": str(args.bag), "teacher": teacher_text, "steps": loop.steps,
-                "frames": len(adapt_frames), "minutes": args.minutes}  # fmt: skip
+                "frames": len(adapt_frames), "minutes": args.minutes, "crop_size": list(crop_size)}  # fmt: skip
     adapted_info = ModelInfo(**{**info.__dict__, "description": description, "training": training})
     save_checkpoint(out / RESULT, adapted, adapted_info)
     (out / "state.pt").unlink(missing_ok=True)  # finished: nothing left to resume
@@ -288,6 +294,15 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--source-weight", type=float, default=1.0, help="weight of the labeled CamVid batches (0: none)"
+    )
+    crop = SelfTrainingSettings.augmentation.crop_size
+    parser.add_argument(
+        "--crop-size",
+        type=whole_number(32),
+        nargs=2,
+        metavar=("H", "W"),
+        help=f"training crops, at most the model's input size (default: {crop[0]} {crop[1]}, or the input size "
+        "where smaller)",
     )
     parser.add_argument(
         "--source-limit", type=whole_number(1), help=argparse.SUPPRESS

@@ -13,7 +13,7 @@ to 92.6% before any fine-tuning, so it is not done.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import torch
@@ -53,6 +53,21 @@ class SelfTrainingSettings:
         rare_crop_probability=0.0,
         rare_classes=(),
     )
+
+
+def with_crop(settings: SelfTrainingSettings, crop_size, input_size) -> SelfTrainingSettings:
+    """``settings`` with views of the new drive cropped to ``crop_size`` from frames at the model's ``input_size``.
+
+    The smallest zoom rises so that a view never shrinks below the crop: no void padding, whose teacher
+    probabilities would be zeros.
+    """
+    if crop_size[0] > input_size[0] or crop_size[1] > input_size[1]:
+        raise ValueError(f"crop {crop_size[0]}x{crop_size[1]} is larger than the model's input "
+                         f"{input_size[0]}x{input_size[1]}")  # fmt: skip
+    low, high = settings.augmentation.scale_range
+    low = max(low, crop_size[0] / input_size[0], crop_size[1] / input_size[1])
+    augmentation = replace(settings.augmentation, crop_size=tuple(crop_size), scale_range=(low, max(low, high)))
+    return replace(settings, augmentation=augmentation)
 
 
 # The floor of the teacher's probabilities (stored in half precision) and of the student's, in the distillation

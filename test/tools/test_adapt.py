@@ -15,7 +15,7 @@ from road_seg_ros.tools import bags
 from road_seg_ros.tools.adapt import main
 from road_seg_ros.tools.bags import write_camera_bag
 from road_seg_ros.training import optim
-from road_seg_ros.training.self_training import SelfTraining, SelfTrainingSettings, distillation_losses
+from road_seg_ros.training.self_training import SelfTraining, SelfTrainingSettings, distillation_losses, with_crop
 
 FRAMES = 12
 QUICK = ["--max-steps", "3", "--source-limit", "4", "--no-progress", "--device", "cpu"]
@@ -87,6 +87,7 @@ def test_bad_inputs_are_one_line_and_leave_no_result(drive, tiny_checkpoint, tmp
         "adaptation needs at least 10": [drive, "--every", "3"],
         "--minutes 0.0001 is too small": [drive, "--minutes", "0.0001"],
         "no unfinished run": [drive, "--resume"],
+        "larger than the model's input": [drive, "--crop-size", "2048", "2048"],
     }
     for words, argv in cases.items():
         out = tmp_path / words.split()[0].strip("-")
@@ -143,3 +144,12 @@ def test_a_student_that_equals_its_teacher_has_no_distillation_loss():
         assert float(loss) == pytest.approx(0.0, abs=2e-3), name
     other = distillation_losses(SelfTrainingSettings().distillation, torch.randn_like(logits), torch.softmax(logits, 1))
     assert all(float(loss) > 0.05 for loss in other.values())
+
+
+def test_crops_at_the_input_size_never_zoom_out_into_padding():
+    settings = SelfTrainingSettings()
+    assert with_crop(settings, (256, 320), (360, 480)).augmentation.scale_range == (0.75, 1.5)
+    full = with_crop(settings, (360, 480), (360, 480)).augmentation
+    assert full.crop_size == (360, 480) and full.scale_range == (1.0, 1.5)
+    with pytest.raises(ValueError, match="larger than the model's input"):
+        with_crop(settings, (400, 480), (360, 480))
