@@ -146,7 +146,7 @@ def adapt(args) -> dict:
     held_out_teacher = [predictor(frame.rgb) for frame in held_out]
     teacher_seconds = time.perf_counter() - started
 
-    settings = SelfTrainingSettings(source_weight=args.source_weight)
+    settings = SelfTrainingSettings(source_weight=args.source_weight, base_weight=args.base_weight)
     crop_size = args.crop_size or [min(side, limit) for side, limit in zip(settings.augmentation.crop_size,
                                                                            info.input_size)]  # fmt: skip
     try:
@@ -164,7 +164,8 @@ def adapt(args) -> dict:
     adapted = loop.adapted_model()
     description = f"{info.description or base.name}, adapted to {Path(args.bag).name} without labels"
     training = {"adapted_from": str(base), "bag": str(args.bag), "teacher": teacher_text, "steps": loop.steps,
-                "frames": len(adapt_frames), "minutes": args.minutes, "crop_size": list(crop_size)}  # fmt: skip
+                "frames": len(adapt_frames), "minutes": args.minutes, "crop_size": list(crop_size),
+                "base_weight": args.base_weight}  # fmt: skip
     adapted_info = ModelInfo(**{**info.__dict__, "description": description, "training": training})
     save_checkpoint(out / RESULT, adapted, adapted_info)
     (out / "state.pt").unlink(missing_ok=True)  # finished: nothing left to resume
@@ -295,6 +296,14 @@ def parse_args(argv=None):
     parser.add_argument(
         "--source-weight", type=float, default=1.0, help="weight of the labeled CamVid batches (0: none)"
     )
+    parser.add_argument(
+        "--base-weight",
+        type=float,
+        default=SelfTrainingSettings.base_weight,
+        metavar="W",
+        help="share of the base's weights in the result, in [0, 1): more keeps more of what it knew "
+        "(default: %(default)s)",
+    )
     crop = SelfTrainingSettings.augmentation.crop_size
     parser.add_argument(
         "--crop-size",
@@ -317,6 +326,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not 0.0 <= args.source_weight < math.inf:
         parser.error(f"--source-weight must be 0 or more, got {args.source_weight}")
+    if not 0.0 <= args.base_weight < 1.0:
+        parser.error(f"--base-weight must be in [0, 1), got {args.base_weight}")
     return args
 
 

@@ -38,6 +38,9 @@ class SelfTrainingSettings:
     confidence_quantile: float = 0.5  # per class: the median confidence of its pixels, capped below
     max_threshold: float = 0.9
     ema_decay: float = 0.99
+    # The result is base_weight x the base's weights + the rest x the fine-tuned average (WiSE-FT, Wortsman et
+    # al., CVPR 2022): interpolating back towards the base keeps more of what it knew.
+    base_weight: float = 0.0
     warmup_steps: int = 20
     distillation: tuple = (DistillationTerm("pixel", 1.0, 1.0), DistillationTerm("cwd", 3.0, 4.0))
     # Strong views of the new drive: no rotation or shrinking below the crop, so no void padding.
@@ -123,6 +126,7 @@ class SelfTraining:
                  device, seed=0):  # fmt: skip
         self.settings, self.device = settings, device
         self.student = student.to(device).train()
+        self.base_state = {name: tensor.detach().clone() for name, tensor in self.student.state_dict().items()}
         self.ema = AveragedModel(self.student, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
         self.normalize = Normalize(info.mean, info.std).to(device)
         self.frames, self.probabilities = frames, probabilities
@@ -165,8 +169,17 @@ class SelfTraining:
         return self.schedule.elapsed() >= self.schedule.budget_seconds
 
     def adapted_model(self):
-        """The averaged weights and BatchNorm statistics, in eval mode."""
-        return self.ema.module.eval()
+        """The averaged weights and BatchNorm statistics, moved ``base_weight`` of the way back to the base's, in
+        eval mode (integer buffers, BatchNorm's step counts, stay the average's)."""
+        model = self.ema.module.eval()
+        weight = self.settings.base_weight
+        if weight:
+            state = model.state_dict()
+            model.load_state_dict({
+                name: torch.lerp(tensor, self.base_state[name], weight) if tensor.is_floating_point() else tensor
+                for name, tensor in state.items()
+            })  # fmt: skip
+        return model
 
     def state_dict(self) -> dict:
         return {

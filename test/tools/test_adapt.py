@@ -153,3 +153,22 @@ def test_crops_at_the_input_size_never_zoom_out_into_padding():
     assert full.crop_size == (360, 480) and full.scale_range == (1.0, 1.5)
     with pytest.raises(ValueError, match="larger than the model's input"):
         with_crop(settings, (400, 480), (360, 480))
+
+
+def test_the_result_moves_base_weight_of_the_way_back_to_the_base(tiny_checkpoint):
+    student, info = load_checkpoint(tiny_checkpoint)
+    base = {name: tensor.clone() for name, tensor in student.state_dict().items()}
+    frames = torch.randint(0, 256, (4, 3, 96, 128), dtype=torch.uint8)
+    probabilities = torch.softmax(torch.randn(4, 11, 96, 128), dim=1)
+    defaults = SelfTrainingSettings(base_weight=0.25, target_batch=2)
+    crops = dataclasses.replace(defaults.augmentation, crop_size=(64, 96))
+    settings = dataclasses.replace(defaults, augmentation=crops)
+    loop = SelfTraining(student, frames, probabilities, None, None, info, 60.0, settings, torch.device("cpu"))
+    for _ in range(3):
+        loop.step()
+    average = {name: tensor.clone() for name, tensor in loop.ema.module.state_dict().items()}
+    result = loop.adapted_model().state_dict()
+    moved = [name for name, v in average.items() if v.is_floating_point() and not torch.equal(v, base[name])]
+    assert moved  # three steps changed the average
+    for name in moved:
+        assert torch.allclose(result[name], 0.75 * average[name] + 0.25 * base[name], atol=1e-6), name
