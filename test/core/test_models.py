@@ -1,9 +1,11 @@
 """Each module keeps shapes and passes gradients; builders and checkpoints round-trip."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from road_seg_ros.core.checkpoint import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
+from road_seg_ros.core.checkpoint import CheckpointError, ModelInfo, load_checkpoint, read_info, save_checkpoint
 from road_seg_ros.models import (
     AsymmetricPyramid,
     CoordinateAttention,
@@ -71,9 +73,9 @@ def test_networks_output_logits_at_input_size(arch):
 def test_student_sizes_differ_and_unknown_size_is_refused():
     sizes = [
         sum(p.numel() for p in build_model({"name": "student", "size": s}).parameters())
-        for s in ("tiny", "small", "medium")
+        for s in ("tiny", "small", "medium", "wide")
     ]
-    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
     with pytest.raises(ValueError, match="unknown student size"):
         resolve_architecture({"name": "student", "size": "huge"})
     with pytest.raises(ValueError, match="'student' or 'teacher'"):
@@ -120,3 +122,10 @@ def test_teacher_backbone_output_stride(backbone, output_stride):
         features = teacher.backbone(torch.randn(1, 3, 64, 96))
     assert features["low"].shape[-2:] == (16, 24)
     assert features["high"].shape[-2:] == (64 // output_stride, 96 // output_stride)
+
+
+def test_the_shipped_checkpoint_is_the_wide_size():
+    """models/README.md and the configs call the shipped network `wide`: the file's full spec must be that preset."""
+    shipped = read_info(Path(__file__).resolve().parents[2] / "models" / "student.safetensors").arch
+    wide = resolve_architecture({"name": "student", "size": "wide", "aux_head": True})
+    assert shipped == {name: list(value) if isinstance(value, tuple) else value for name, value in wide.items()}
