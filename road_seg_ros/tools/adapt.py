@@ -147,12 +147,11 @@ def adapt(args) -> dict:
     teacher_seconds = time.perf_counter() - started
 
     settings = SelfTrainingSettings(source_weight=args.source_weight, base_weight=args.base_weight)
-    crop_size = args.crop_size or [min(side, limit) for side, limit in zip(settings.augmentation.crop_size,
-                                                                           info.input_size)]  # fmt: skip
     try:
-        settings = with_crop(settings, crop_size, info.input_size)
+        settings = with_crop(settings, info.input_size, args.crop_size)
     except ValueError as error:
         raise AdaptError(f"--crop-size: {error}") from None
+    crop_size = settings.augmentation.crop_size
     source, weight = source_dataset(args, crop_size, args.seed) if args.source_weight else (None, None)
     frames_tensor = torch.stack([resized_for_model(frame.rgb, info.input_size) for frame in adapt_frames])
     loop = SelfTraining(student, frames_tensor, probabilities, source, weight, info, 60.0 * args.minutes, settings,

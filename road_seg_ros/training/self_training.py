@@ -13,6 +13,7 @@ to 92.6% before any fine-tuning, so it is not done. The result lies halfway betw
 that average and the base (``base_weight``).
 """
 
+import copy
 import math
 from dataclasses import dataclass, replace
 
@@ -61,12 +62,15 @@ class SelfTrainingSettings:
     )
 
 
-def with_crop(settings: SelfTrainingSettings, crop_size, input_size) -> SelfTrainingSettings:
-    """``settings`` with views of the new drive cropped to ``crop_size`` from frames at the model's ``input_size``.
+def with_crop(settings: SelfTrainingSettings, input_size, crop_size=None) -> SelfTrainingSettings:
+    """``settings`` with views of the new drive cropped to ``crop_size`` from frames at the model's ``input_size``
+    (default: the settings' crop, or the input size where smaller).
 
     The smallest zoom rises so that a view never shrinks below the crop: no void padding, whose teacher
     probabilities would be zeros.
     """
+    if crop_size is None:
+        crop_size = [min(side, limit) for side, limit in zip(settings.augmentation.crop_size, input_size)]
     if crop_size[0] > input_size[0] or crop_size[1] > input_size[1]:
         raise ValueError(f"crop {crop_size[0]}x{crop_size[1]} is larger than the model's input "
                          f"{input_size[0]}x{input_size[1]}")  # fmt: skip
@@ -174,7 +178,7 @@ class SelfTraining:
     def adapted_model(self):
         """The averaged weights and BatchNorm statistics, moved ``base_weight`` of the way back to the base's, in
         eval mode (integer buffers, BatchNorm's step counts, stay the average's)."""
-        model = self.ema.module.eval()
+        model = copy.deepcopy(self.ema.module).eval()  # the average itself stays as it is (resume, a second call)
         weight = self.settings.base_weight
         if weight:
             state = model.state_dict()

@@ -148,11 +148,11 @@ def test_a_student_that_equals_its_teacher_has_no_distillation_loss():
 
 def test_crops_at_the_input_size_never_zoom_out_into_padding():
     settings = SelfTrainingSettings()
-    assert with_crop(settings, (256, 320), (360, 480)).augmentation.scale_range == (0.75, 1.5)
+    assert with_crop(settings, (360, 480), (256, 320)).augmentation.scale_range == (0.75, 1.5)
     full = with_crop(settings, (360, 480), (360, 480)).augmentation
     assert full.crop_size == (360, 480) and full.scale_range == (1.0, 1.5)
     with pytest.raises(ValueError, match="larger than the model's input"):
-        with_crop(settings, (400, 480), (360, 480))
+        with_crop(settings, (360, 480), (400, 480))
 
 
 def test_the_result_moves_base_weight_of_the_way_back_to_the_base(tiny_checkpoint):
