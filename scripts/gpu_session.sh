@@ -6,6 +6,7 @@
 # Here, once:   python scripts/pack_camvid.py --out .gpu_data/camvid --splits train val
 # Device call:  bash scripts/gpu_session.sh            (carry [".gpu_data"], timeout_s 590)
 # Smoke on CPU: SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/gpu bash scripts/gpu_session.sh
+#               with the device's Python 3.12 and torch 2.11: bash scripts/device_twin.sh
 # Back here: final val and test numbers come from road-seg-eval on the original PNGs, never on the device.
 set -euo pipefail
 OUT=${OUT:?set OUT to the folder whose files come back}

@@ -175,6 +175,10 @@ class Backend:
     def installed(self) -> bool:
         return self.module is None or importlib.util.find_spec(self.module) is not None
 
+    def require_installed(self) -> None:
+        if not self.installed():
+            raise EngineError(f"backend {self.name!r} needs the Python package {self.module!r}, which is not installed")
+
     def auto_candidate(self, device_type: str, precision: str) -> bool:
         """Whether "auto" may pick this backend for ``precision`` on ``device_type`` on this machine."""
         machine_fits = self.auto_machines is None or platform.machine() in self.auto_machines
@@ -278,8 +282,7 @@ def resolve_backend(backend: str, device: torch.device, precision: str = "auto")
             f"precision {precision!r} {where_precision_runs(precision)}, not with {backend} on "
             f"{device.type}; {backend} there runs {' and '.join(chosen.precisions[device.type])}"
         )
-    if not chosen.installed():
-        raise EngineError(f"backend {backend!r} needs the Python package {chosen.module!r}, which is not installed")
+    chosen.require_installed()
     return chosen
 
 

@@ -153,6 +153,8 @@ def warm_up(case: Case, config: Config) -> None:
 def make_cases(config: Config) -> tuple[list[Case], dict]:
     cases, model_facts = [], {}
     device_type = "cuda" if config.device == "cuda" else "cpu"
+    for backend in config.backends:
+        REGISTRY[backend].require_installed()  # before runs(), which asks the runtime what this machine runs
     for name in config.models:
         network, info = build_network(name, config.checkpoint)
         # Counted before any engine takes the network (a CUDA engine moves it to the GPU in place).
@@ -524,7 +526,7 @@ def config_from_args(args) -> Config:
         "models": tuple(args.models) if args.models else None,
         "checkpoint": args.checkpoint,
         "sizes": tuple(args.sizes) if args.sizes else None,
-        "backends": tuple(args.backends) if args.backends else ("torch",) if args.device == "cuda" else None,
+        "backends": tuple(args.backends) if args.backends else ("torch",) if args.device == "cuda" else installed(),
         "device": args.device,
         "precisions": tuple(args.precisions or (("fp16",) if args.device == "cuda" else ("fp32",))),
         "reps": args.reps,
@@ -538,6 +540,11 @@ def config_from_args(args) -> Config:
         "batch": args.batch,
     }
     return Config(**{**config.__dict__, **{key: value for key, value in overrides.items() if value is not None}})
+
+
+def installed() -> tuple:
+    """The backends whose Python packages this machine has: the default on CPU."""
+    return tuple(name for name, backend in REGISTRY.items() if backend.installed())
 
 
 def default_node_sizes(cameras) -> tuple:

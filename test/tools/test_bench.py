@@ -1,5 +1,6 @@
 """road-seg-bench: the smoke configuration runs end to end, and the node overhead is measured over real ROS 2."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from road_seg_ros.core.backends import REGISTRY
 from road_seg_ros.core.result import STAGES
-from road_seg_ros.tools.bench import STUDENT, Config, main, markdown, measure
+from road_seg_ros.tools.bench import STUDENT, Config, config_from_args, main, markdown, measure, parse_args
 from road_seg_ros.tools.cameras_bench import measure_report, report_markdown
 from road_seg_ros.tools.node_bench import measure_node_overhead, node_markdown
 
@@ -99,6 +101,19 @@ def test_bad_bench_arguments_are_refused_by_the_parser(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_backend_without_its_package_is_left_out_by_default_and_refused_by_name(monkeypatch, capsys):
+    # As on the GPU machine, which has no OpenVINO: the CPU smoke run there crashed in make_cases before this.
+    missing = dataclasses.replace(REGISTRY["openvino"], module="road_seg_ros_no_such_package")
+    monkeypatch.setitem(REGISTRY, "openvino", missing)
+    assert config_from_args(parse_args(["--smoke"])).backends == ("torch", "onnxruntime")
+    assert main(["--smoke", "--backends", "openvino"]) == 1
+    error = capsys.readouterr().err
+    assert (
+        error == "road-seg-bench: backend 'openvino' needs the Python package 'road_seg_ros_no_such_package', "
+        "which is not installed\n"
+    )
 
 
 def test_cameras_without_the_node_are_refused(capsys):

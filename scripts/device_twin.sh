@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The GPU session's script, smoke-run here on the CPU with the GPU machine's Python and package versions
+# (Python 3.12, torch 2.11, onnxruntime 1.30, no OpenVINO: /work/.library/device/KINDS.md), so that a
+# session with a device does not spend its minutes on a version fault. About 3 GB of wheels on first use.
+#
+#   bash scripts/device_twin.sh [VENV]        (default /tmp/device-twin; made once, kept)
+#
+# 2026-11-28: it caught road-seg-bench crashing where OpenVINO is not installed (fixed the same day).
+set -euo pipefail
+VENV=${1:-/tmp/device-twin}
+PY312=${PY312:-$(command -v python3.12 || echo "$HOME/.pyenv/versions/3.12.1/bin/python3")}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY312" -m venv "$VENV"
+  "$VENV/bin/pip" install -q torch==2.11.0 torchvision==0.26.0 numpy==2.5.2 onnx==1.23.1 onnxruntime==1.30.0 \
+    safetensors==0.8.0 opencv-python-headless pyyaml tqdm matplotlib pytest
+fi
+"$VENV/bin/python" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
+OUT=$(mktemp -d)
+RUNS="$OUT/runs" SMOKE=1 PYTHON="$VENV/bin/python" OUT="$OUT/back" bash scripts/gpu_session.sh > "$OUT/session.log" 2>&1
+cat "$OUT/back/verify.txt"
+ls "$OUT/back"
+grep -q "^| student | torch |" "$OUT/back/gpu.md" && echo "device twin: the GPU session's smoke run passed ($OUT)"
