@@ -12,6 +12,7 @@ fp32 PyTorch network on the same frames.
 """
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from .data import DataError
 
 FORMATS = ("onnx", "openvino")
 FORMAT_PRECISIONS = {"onnx": ("fp32",), "openvino": ("fp32", "int8")}
+# The Python packages each export needs besides PyTorch (ONNX Runtime checks the ONNX file it wrote).
+PACKAGES = {("onnx", "fp32"): ("onnx", "onnxruntime"), ("openvino", "fp32"): ("openvino",),
+            ("openvino", "int8"): ("openvino", "nncf")}  # fmt: skip
 # Fraction of pixels whose labels must match the PyTorch reference. int8 moves labels where two classes are
 # close (98.9% equal on a CamVid frame for the shipped student); a broken export matches far fewer.
 MIN_AGREEMENT = {"fp32": 0.995, "int8": 0.9}
@@ -151,6 +155,10 @@ def parse_args(argv=None):
 
 
 def run(args) -> str:
+    missing = [name for name in PACKAGES[args.format, args.precision] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ExportError(f"--format {args.format} --precision {args.precision} needs the Python package "
+                          f"{' and '.join(map(repr, missing))}, which is not installed")  # fmt: skip
     checkpoint = args.checkpoint or default_checkpoint()
     model, info = load_checkpoint(checkpoint)
     input_size = tuple(args.input_size or info.input_size)

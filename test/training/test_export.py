@@ -14,6 +14,7 @@ from road_seg_ros.core.openvino_backend import METADATA_KEY as IR_KEY
 from road_seg_ros.core.openvino_backend import file_digest, quantized_model_path
 from road_seg_ros.core.options import EngineError, EngineOptions
 from road_seg_ros.models import build_model
+from road_seg_ros.training import export
 from road_seg_ros.training.export import MIN_AGREEMENT, label_agreement, main, onnx_predictor
 from road_seg_ros.training.quantize import calibration_frames
 
@@ -69,6 +70,18 @@ def test_export_of_a_missing_checkpoint_fails_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "checkpoint not found" in error and "Traceback" not in error
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_without_its_runtime_package_fails_in_one_line(checkpoint, tmp_path, capsys, monkeypatch):
+    # As on a machine without OpenVINO (the GPU machine, an ARM board): a traceback from the import before this.
+    monkeypatch.setitem(export.PACKAGES, ("openvino", "fp32"), ("openvino", "road_seg_ros_no_such_package"))
+    out = tmp_path / "student.xml"
+    assert main(["--format", "openvino", "--checkpoint", str(checkpoint), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        "road-seg-export: --format openvino --precision fp32 needs the Python package "
+        "'road_seg_ros_no_such_package', which is not installed\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_needs_a_format(tmp_path):
