@@ -157,8 +157,8 @@ def parse_args(argv=None):
 def run(args) -> str:
     missing = [name for name in PACKAGES[args.format, args.precision] if importlib.util.find_spec(name) is None]
     if missing:
-        raise ExportError(f"--format {args.format} --precision {args.precision} needs the Python package "
-                          f"{' and '.join(map(repr, missing))}, which is not installed")  # fmt: skip
+        raise ExportError(f"--format {args.format} --precision {args.precision} needs Python packages that are "
+                          f"not installed: {', '.join(missing)}")  # fmt: skip
     checkpoint = args.checkpoint or default_checkpoint()
     model, info = load_checkpoint(checkpoint)
     input_size = tuple(args.input_size or info.input_size)

@@ -78,8 +78,8 @@ def test_export_without_its_runtime_package_fails_in_one_line(checkpoint, tmp_pa
     out = tmp_path / "student.xml"
     assert main(["--format", "openvino", "--checkpoint", str(checkpoint), "--out", str(out)]) == 1
     assert capsys.readouterr().err == (
-        "road-seg-export: --format openvino --precision fp32 needs the Python package "
-        "'road_seg_ros_no_such_package', which is not installed\n"
+        "road-seg-export: --format openvino --precision fp32 needs Python packages that are not installed: "
+        "road_seg_ros_no_such_package\n"
     )
     assert list(tmp_path.iterdir()) == []
 
