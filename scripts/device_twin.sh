@@ -8,7 +8,13 @@
 # 2026-11-28: it caught road-seg-bench crashing where OpenVINO is not installed (fixed the same day).
 set -euo pipefail
 VENV=${1:-/tmp/device-twin}
-PY312=${PY312:-$(command -v python3.12 || echo "$HOME/.pyenv/versions/3.12.1/bin/python3")}
+PY312=
+for candidate in "${PYTHON312:-}" python3.12 "$HOME"/.pyenv/versions/3.12.*/bin/python3; do  # the first that runs
+  if [ -n "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+    PY312=$candidate && break
+  fi
+done
+[ -n "$PY312" ] || { echo "device_twin: no Python 3.12 found (set PYTHON312=/path/to/python3.12)" >&2; exit 1; }
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY312" -m venv "$VENV"
   "$VENV/bin/pip" install -q torch==2.11.0 torchvision==0.26.0 numpy==2.5.2 onnx==1.23.1 onnxruntime==1.30.0 \
