@@ -8,45 +8,32 @@
 # Smoke on CPU: SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/gpu bash scripts/gpu_session.sh
 #               with the device's Python 3.12 and torch 2.11: bash scripts/device_twin.sh
 # Back here: final val and test numbers come from road-seg-eval on the original PNGs, never on the device.
-set -euo pipefail
+set -uo pipefail
+shopt -s nullglob
 OUT=${OUT:?set OUT to the folder whose files come back}
 DATA=${DATA:-.gpu_data/camvid}
-TEACHER_MIN=${TEACHER_MIN:-3.5}
-STUDENT_MIN=${STUDENT_MIN:-3}
+# Each stage has a hard stop (its budget + 0.6 min) so that the packing below always runs inside a 590 s call:
+# verify <= 135 s, teacher <= TEACHER_MIN + 0.6, students <= STUDENT_MIN + 0.6 (in parallel), packing ~15 s.
+TEACHER_MIN=${TEACHER_MIN:-3.4}
+STUDENT_MIN=${STUDENT_MIN:-2.6}
 EXTRA=()
-BENCH=(--device cuda --precisions fp16 --sizes 360x480 720x960 --batch 4 --seconds-per-case 5)
+BENCH=(--device cuda --precisions fp16 --sizes 360x480 720x960 --batch 4 --seconds-per-case 4)
 if [ -n "${SMOKE:-}" ]; then
-  EXTRA=(--device cpu --epochs 1 --set limit=4 --set val_limit=2 --set crop_size=[128,160] --set batch_size=2)
+  EXTRA=(--device cpu --epochs 1 --set limit=4 --set val_limit=2 --set "crop_size=[128,160]" --set batch_size=2)
   BENCH=(--smoke --batch 2)
 fi
 PYTHON=${PYTHON:-python3}  # the device's python3 holds PyTorch; here: PYTHON=.venv/bin/python
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 RUNS=${RUNS:-runs/gpu}
 mkdir -p "$RUNS" "$OUT"
+stage() { echo "[$(date +%T), ${SECONDS}s] $*"; }
 
-# 1. Verify. The machine has PyTorch but no rclpy: the CUDA tests run without the ROS fixtures (--noconftest),
-#    and the node's overhead is measured where ROS 2 runs. A failure here is reported, and training still runs.
-{
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
-  "$PYTHON" -m pytest --noconftest -o addopts="" -p no:cacheprovider -q test/core/test_engine.py -k cuda || true
-} > "$OUT/verify.txt" 2>&1
-"$PYTHON" -m road_seg_ros.tools.bench "${BENCH[@]}" --json "$OUT/gpu.json" --markdown "$OUT/gpu.md" \
-  > "$RUNS/bench.log" 2>&1 || tail -n 20 "$RUNS/bench.log" >> "$OUT/verify.txt"
-
-train() { "$PYTHON" -m road_seg_ros.training.train "$@" "${EXTRA[@]}"; }
-
-# 2. The teacher, then 3. the students distilled from it, side by side.
-train teacher --config config/train_teacher.yaml --data "$DATA" --out "$RUNS/teacher" \
-  --set time_budget_minutes="$TEACHER_MIN" > "$RUNS/teacher.log" 2>&1
-for mode in none pixel cwd both; do
-  train student --config config/train_student.yaml --data "$DATA" --out "$RUNS/student_$mode" \
-    --teacher "$RUNS/teacher/best.safetensors" --distill "$mode" \
-    --set time_budget_minutes="$STUDENT_MIN" > "$RUNS/student_$mode.log" 2>&1 &
-done
-wait
-
-# The teacher travels as fp16 in parts of at most 15 MiB (the device returns files of at most 16 MiB).
-"$PYTHON" - "$RUNS" <<'PY'
+# Whatever happened, what exists travels back: the teacher as fp16 parts of at most 15 MiB (the device returns
+# files of at most 16 MiB), everything else in one archive (at most 8 files come back).
+pack() {
+  stage "packing"
+  if [ -f "$RUNS/teacher/best.safetensors" ]; then
+    "$PYTHON" - "$RUNS" <<'PY'
 import sys
 from pathlib import Path
 from road_seg_ros.core.checkpoint import load_checkpoint, save_checkpoint
@@ -54,7 +41,41 @@ runs = Path(sys.argv[1])
 model, info = load_checkpoint(runs / "teacher" / "best.safetensors")
 save_checkpoint(runs / "teacher_fp16.safetensors", model, info, half=True)
 PY
-split -b 15M -d "$RUNS/teacher_fp16.safetensors" "$OUT/teacher_fp16.safetensors.part"
-tar czf "$OUT/students.tar.gz" "$RUNS"/student_*/best.safetensors "$RUNS"/*/log.csv "$RUNS"/*/curves.png
-tail -n 3 "$RUNS"/*.log | tr '\r' '\n' | grep -v "it/s" || true
-for run in "$RUNS"/*/; do echo "$run $(tail -n 1 "$run/log.csv")"; done
+    split -b 15M -d "$RUNS/teacher_fp16.safetensors" "$OUT/teacher_fp16.safetensors.part"
+  fi
+  tar czf "$OUT/results.tar.gz" "$RUNS"/*.log "$RUNS"/*/log.csv "$RUNS"/*/curves.png "$RUNS"/student_*/best.safetensors
+  for log in "$RUNS"/*.log; do echo "== $log"; tr '\r' '\n' < "$log" | grep -v "it/s" | tail -n 4; done
+  for run in "$RUNS"/*/; do echo "$run $(tail -n 1 "$run/log.csv" 2>/dev/null)"; done
+  [ -f "$OUT/gpu.md" ] && sed -n '/^| model/,/^$/p' "$OUT/gpu.md"
+  cat "$OUT/verify.txt"
+  stage "done"
+}
+trap pack EXIT
+
+# 1. Verify. The machine has PyTorch but no rclpy: the CUDA tests run without the ROS fixtures (--noconftest),
+#    and the node's overhead is measured where ROS 2 runs. A failure here is reported, and training still runs.
+stage "verify"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
+  "$PYTHON" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
+  timeout 45 "$PYTHON" -m pytest --noconftest -o addopts="" -p no:cacheprovider -q test/core/test_engine.py -k cuda
+} > "$OUT/verify.txt" 2>&1
+timeout 90 "$PYTHON" -m road_seg_ros.tools.bench "${BENCH[@]}" --json "$OUT/gpu.json" --markdown "$OUT/gpu.md" \
+  > "$RUNS/bench.log" 2>&1 || { echo "bench failed or timed out:"; tail -n 20 "$RUNS/bench.log"; } >> "$OUT/verify.txt"
+
+hard_stop() { awk "BEGIN { print $1 + 0.6 }"; }
+
+# 2. The teacher, then 3. the students distilled from it, side by side.
+stage "teacher"
+timeout "$(hard_stop "$TEACHER_MIN")m" "$PYTHON" -m road_seg_ros.training.train teacher \
+  --config config/train_teacher.yaml --data "$DATA" --out "$RUNS/teacher" \
+  --set time_budget_minutes="$TEACHER_MIN" "${EXTRA[@]}" > "$RUNS/teacher.log" 2>&1
+stage "students"
+for mode in none pixel cwd both; do
+  distill=(--teacher "$RUNS/teacher/best.safetensors" --distill "$mode")
+  [ "$mode" = none ] && distill=(--distill none)
+  timeout "$(hard_stop "$STUDENT_MIN")m" "$PYTHON" -m road_seg_ros.training.train student \
+    --config config/train_student.yaml --data "$DATA" --out "$RUNS/student_$mode" "${distill[@]}" \
+    --set time_budget_minutes="$STUDENT_MIN" "${EXTRA[@]}" > "$RUNS/student_$mode.log" 2>&1 &
+done
+wait
