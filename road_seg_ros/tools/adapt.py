@@ -42,7 +42,11 @@ from .bags import BagError, CameraBag
 from .replay_report import mosaic, overlay_tile
 
 DEFAULT_MINUTES = 15.0  # about 85 frames on a 2-core CPU (docs/results.md)
-TEACHER_SCALES = (0.75, 1.0, 1.25, 1.5)
+TEACHER_SCALES = (0.75, 1.0, 1.25, 1.5)  # the base student as its own teacher: cheap, so many views
+# The committed GPU teacher (DeepLabV3+ ResNet-18, 113 GFLOPs at 360x480) takes 0.48 s a view on this 2-core CPU:
+# the four scales above (5.4 views' worth, with flip 10.7) would spend 7 min on 85 frames and break the 20-minute
+# target, so it gets one scale + flip (about 1.5 min).
+COMMITTED_TEACHER_SCALES = (1.0,)
 MIN_ADAPT_FRAMES = 8
 MIN_HELD_OUT = 2
 MIN_STEPS = 10  # a budget that cannot fit this many steps is refused before anything is written
@@ -71,16 +75,21 @@ def committed_teacher() -> Path | None:
     return None
 
 
-def choose_teacher(teachers: list, base: Path) -> tuple[list[Path], str]:
-    """``--teacher`` (one, or several averaged), else the committed GPU teacher, else the base student; and how
-    the report names it."""
-    tta = f"multi-scale {'/'.join(f'{s:g}' for s in TEACHER_SCALES)} + flip"
+def choose_teacher(teachers: list, base: Path) -> tuple[list[Path], tuple, str]:
+    """``--teacher`` (one, or several averaged), else the committed GPU teacher, else the base student; the
+    scales its views are taken at (each also flipped); and how the report names it."""
+
+    def views(scales) -> str:
+        return f"{'multi-scale ' + '/'.join(f'{s:g}' for s in scales) if len(scales) > 1 else 'one scale'} + flip"
+
     if teachers:
-        return [Path(t) for t in teachers], f"--teacher {' '.join(teachers)} ({tta})"
+        return [Path(t) for t in teachers], TEACHER_SCALES, f"--teacher {' '.join(teachers)} ({views(TEACHER_SCALES)})"
     committed = committed_teacher()
     if committed is not None:
-        return [committed], f"the committed GPU-trained teacher ({tta})"
-    return [base], f"the base student itself with test-time augmentation ({tta}): no GPU teacher is committed yet"
+        scales = COMMITTED_TEACHER_SCALES
+        return [committed], scales, f"the committed GPU-trained teacher ({views(scales)})"
+    return [base], TEACHER_SCALES, (f"the base student itself with test-time augmentation ({views(TEACHER_SCALES)}): "
+                                    "no GPU teacher is committed yet")  # fmt: skip
 
 
 def read_frames(args) -> list:
@@ -135,13 +144,13 @@ def adapt(args) -> dict:
     adapt_frames, held_out = split_frames(frames, args.held_out_every)
     base = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     student, info = load_checkpoint(base)
-    teacher_paths, teacher_text = choose_teacher(args.teacher, base)
+    teacher_paths, teacher_scales, teacher_text = choose_teacher(args.teacher, base)
     options = EngineOptions(device=device.type, backend="torch", input_size=tuple(info.input_size))
     teacher_engines = [SegmentationEngine(options.with_changes(checkpoint=str(path))) for path in teacher_paths]
     for path, engine in zip(teacher_paths, teacher_engines):
         if engine.info.class_names != info.class_names:
             raise AdaptError(f"teacher {path} and student {base} have different classes")
-    predictor = MultiScalePredictor(teacher_engines, TEACHER_SCALES, flip=True)
+    predictor = MultiScalePredictor(teacher_engines, teacher_scales, flip=True)
     probabilities = teacher_probabilities(predictor, adapt_frames, args.progress)
     held_out_teacher = [predictor(frame.rgb) for frame in held_out]
     teacher_seconds = time.perf_counter() - started

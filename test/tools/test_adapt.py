@@ -11,14 +11,21 @@ import torch
 from conftest import camvid_drive_frames, cpu_engine
 
 from road_seg_ros.core.checkpoint import load_checkpoint, read_info
-from road_seg_ros.tools import bags
-from road_seg_ros.tools.adapt import main
+from road_seg_ros.tools import adapt, bags
+from road_seg_ros.tools.adapt import COMMITTED_TEACHER_SCALES, choose_teacher, committed_teacher, main
 from road_seg_ros.tools.bags import write_camera_bag
 from road_seg_ros.training import optim
 from road_seg_ros.training.self_training import SelfTraining, SelfTrainingSettings, distillation_losses, with_crop
 
 FRAMES = 12
 QUICK = ["--max-steps", "3", "--source-limit", "4", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def no_committed_teacher(monkeypatch):
+    """Tiny runs take the fallback teacher (the base student), as where no GPU teacher is committed: the
+    committed one would cost seconds a frame."""
+    monkeypatch.setattr(adapt, "committed_teacher", lambda: None)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,9 @@ def drive(tmp_path_factory):
 @pytest.fixture(scope="module")
 def adapted(drive, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapted")
-    main([str(drive), "--out", str(out), "--checkpoint", str(tiny_checkpoint), "--minutes", "5", *QUICK])
+    with pytest.MonkeyPatch.context() as patch:  # the fallback teacher: as where no GPU teacher is committed
+        patch.setattr(adapt, "committed_teacher", lambda: None)
+        main([str(drive), "--out", str(out), "--checkpoint", str(tiny_checkpoint), "--minutes", "5", *QUICK])
     return out
 
 
@@ -93,6 +102,16 @@ def test_bad_inputs_are_one_line_and_leave_no_result(drive, tiny_checkpoint, tmp
         out = tmp_path / words.split()[0].strip("-")
         assert words in one_line_error([*argv, "--out", out, "--checkpoint", tiny_checkpoint, *QUICK])
         assert not (out / "adapted.safetensors").exists()
+
+
+def test_the_committed_gpu_teacher_is_the_default_with_one_scale_and_flip(monkeypatch, tiny_checkpoint):
+    monkeypatch.setattr(adapt, "committed_teacher", committed_teacher)
+    parts = sorted((adapt.share_folders("models")[0] / "teacher").glob("teacher.safetensors.part*"))
+    paths, scales, text = choose_teacher([], tiny_checkpoint)
+    assert paths[0].stat().st_size == sum(part.stat().st_size for part in parts) > 0  # joined from its parts
+    assert scales == COMMITTED_TEACHER_SCALES and text == "the committed GPU-trained teacher (one scale + flip)"
+    info = read_info(paths[0])
+    assert info.arch["name"] == "teacher" and info.class_names == read_info(tiny_checkpoint).class_names
 
 
 def test_several_teachers_are_averaged(drive, tiny_checkpoint, tmp_path):
