@@ -1,7 +1,10 @@
-"""How far a student is from road-seg-adapt's default teacher (itself with multi-scale + flip) on a bag.
+"""How far a student is from road-seg-adapt's teacher on a bag (default: the one road-seg-adapt picks).
 
     python scripts/teacher_gap.py seq05vd_odd.mcap models/student.safetensors
     python scripts/teacher_gap.py seq05vd_even.mcap models/student.safetensors --gt-topic /camera/ground_truth
+
+The default teacher is the committed GPU teacher (one scale + flip) since 2026-11-28; before, it was the
+student itself with multi-scale + flip, which ``--teacher models/student.safetensors`` still measures.
 
 Without labels: the distillation terms on a few frames, computed as the adaptation computes them now (both
 sides floored log-probabilities) and as it did before (CWD on the student's raw logits). With --gt-topic:
@@ -18,16 +21,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from road_seg_ros.core.engine import SegmentationEngine  # noqa: E402
 from road_seg_ros.core.options import EngineOptions  # noqa: E402
-from road_seg_ros.tools.adapt import TEACHER_SCALES  # noqa: E402
+from road_seg_ros.tools.adapt import choose_teacher  # noqa: E402
 from road_seg_ros.tools.bags import CameraBag  # noqa: E402
 from road_seg_ros.training.evaluate import MultiScalePredictor, evaluate_frames  # noqa: E402
 from road_seg_ros.training.self_training import PROBABILITY_FLOOR, SelfTrainingSettings, distillation_losses  # noqa: E402
 
 
-def student_and_teacher(checkpoint):
-    """The student's engine, and road-seg-adapt's default teacher made of it."""
-    engine = SegmentationEngine(EngineOptions(checkpoint=str(checkpoint), device="cpu", backend="torch"))
-    return engine, MultiScalePredictor([engine], TEACHER_SCALES, flip=True)
+def student_and_teacher(checkpoint, teachers=()):
+    """The student's engine, and the teacher road-seg-adapt would use with ``--teacher teachers``."""
+    options = EngineOptions(checkpoint=str(checkpoint), device="cpu", backend="torch")
+    engine = SegmentationEngine(options)
+    paths, scales, text = choose_teacher([str(path) for path in teachers], Path(checkpoint))
+    print(f"teacher: {text}")
+    input_size = tuple(engine.info.input_size)  # the teacher sees what the student sees, as in road-seg-adapt
+    engines = [SegmentationEngine(options.with_changes(checkpoint=str(path), input_size=input_size)) for path in paths]
+    return engine, MultiScalePredictor(engines, scales, flip=True)
 
 
 def distillation_terms(engine, teacher, frames) -> None:
@@ -57,10 +65,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bag")
     parser.add_argument("checkpoint")
+    parser.add_argument("--teacher", nargs="+", default=[], metavar="CKPT", help="as road-seg-adapt's --teacher")
     parser.add_argument("--gt-topic", help="score student and teacher against this ground truth")
     parser.add_argument("--frames", type=int, default=8, help="without --gt-topic: every 5th frame, this many")
     args = parser.parse_args()
-    engine, teacher = student_and_teacher(args.checkpoint)
+    engine, teacher = student_and_teacher(args.checkpoint, args.teacher)
     with CameraBag(args.bag, gt_topic=args.gt_topic, ground_truth=args.gt_topic is not None) as bag:
         frames = list(bag.frames())
     if args.gt_topic:
