@@ -21,21 +21,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from road_seg_ros.core.engine import SegmentationEngine  # noqa: E402
 from road_seg_ros.core.options import EngineOptions  # noqa: E402
-from road_seg_ros.tools.adapt import choose_teacher  # noqa: E402
+from road_seg_ros.tools.adapt import make_teacher  # noqa: E402
 from road_seg_ros.tools.bags import CameraBag  # noqa: E402
-from road_seg_ros.training.evaluate import MultiScalePredictor, evaluate_frames  # noqa: E402
+from road_seg_ros.training.evaluate import evaluate_frames  # noqa: E402
 from road_seg_ros.training.self_training import PROBABILITY_FLOOR, SelfTrainingSettings, distillation_losses  # noqa: E402
 
 
 def student_and_teacher(checkpoint, teachers=()):
     """The student's engine, and the teacher road-seg-adapt would use with ``--teacher teachers``."""
-    options = EngineOptions(checkpoint=str(checkpoint), device="cpu", backend="torch")
-    engine = SegmentationEngine(options)
-    paths, scales, text = choose_teacher([str(path) for path in teachers], Path(checkpoint))
+    engine = SegmentationEngine(EngineOptions(checkpoint=str(checkpoint), device="cpu", backend="torch"))
+    teacher, text = make_teacher([str(path) for path in teachers], Path(checkpoint), engine.info, "cpu")
     print(f"teacher: {text}")
-    input_size = tuple(engine.info.input_size)  # the teacher sees what the student sees, as in road-seg-adapt
-    engines = [SegmentationEngine(options.with_changes(checkpoint=str(path), input_size=input_size)) for path in paths]
-    return engine, MultiScalePredictor(engines, scales, flip=True)
+    return engine, teacher
 
 
 def distillation_terms(engine, teacher, frames) -> None:

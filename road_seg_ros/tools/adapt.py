@@ -78,18 +78,28 @@ def committed_teacher() -> Path | None:
 def choose_teacher(teachers: list, base: Path) -> tuple[list[Path], tuple, str]:
     """``--teacher`` (one, or several averaged), else the committed GPU teacher, else the base student; the
     scales its views are taken at (each also flipped); and how the report names it."""
-
-    def views(scales) -> str:
-        return f"{'multi-scale ' + '/'.join(f'{s:g}' for s in scales) if len(scales) > 1 else 'one scale'} + flip"
-
+    committed = None if teachers else committed_teacher()
     if teachers:
-        return [Path(t) for t in teachers], TEACHER_SCALES, f"--teacher {' '.join(teachers)} ({views(TEACHER_SCALES)})"
-    committed = committed_teacher()
-    if committed is not None:
-        scales = COMMITTED_TEACHER_SCALES
-        return [committed], scales, f"the committed GPU-trained teacher ({views(scales)})"
-    return [base], TEACHER_SCALES, (f"the base student itself with test-time augmentation ({views(TEACHER_SCALES)}): "
-                                    "no GPU teacher is committed yet")  # fmt: skip
+        paths, scales, name = [Path(t) for t in teachers], TEACHER_SCALES, f"--teacher {' '.join(teachers)}"
+    elif committed is not None:
+        paths, scales, name = [committed], COMMITTED_TEACHER_SCALES, "the committed GPU-trained teacher"
+    else:
+        paths, scales, name = [base], TEACHER_SCALES, "the base student itself with test-time augmentation"
+    views = f"multi-scale {'/'.join(f'{s:g}' for s in scales)}" if len(scales) > 1 else "one scale"
+    note = ": no GPU teacher is committed yet" if not teachers and committed is None else ""
+    return paths, scales, f"{name} ({views} + flip){note}"
+
+
+def make_teacher(teachers: list, base: Path, info: ModelInfo, device: str) -> tuple[MultiScalePredictor, str]:
+    """The teacher ``choose_teacher`` picks, run at the student's input size (the views it learns from), and
+    its name for the report."""
+    paths, scales, text = choose_teacher(teachers, base)
+    options = EngineOptions(device=device, backend="torch", input_size=tuple(info.input_size))
+    engines = [SegmentationEngine(options.with_changes(checkpoint=str(path))) for path in paths]
+    for path, engine in zip(paths, engines):
+        if engine.info.class_names != info.class_names:
+            raise AdaptError(f"teacher {path} and student {base} have different classes")
+    return MultiScalePredictor(engines, scales, flip=True), text
 
 
 def read_frames(args) -> list:
@@ -144,13 +154,7 @@ def adapt(args) -> dict:
     adapt_frames, held_out = split_frames(frames, args.held_out_every)
     base = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     student, info = load_checkpoint(base)
-    teacher_paths, teacher_scales, teacher_text = choose_teacher(args.teacher, base)
-    options = EngineOptions(device=device.type, backend="torch", input_size=tuple(info.input_size))
-    teacher_engines = [SegmentationEngine(options.with_changes(checkpoint=str(path))) for path in teacher_paths]
-    for path, engine in zip(teacher_paths, teacher_engines):
-        if engine.info.class_names != info.class_names:
-            raise AdaptError(f"teacher {path} and student {base} have different classes")
-    predictor = MultiScalePredictor(teacher_engines, teacher_scales, flip=True)
+    predictor, teacher_text = make_teacher(args.teacher, base, info, device.type)
     probabilities = teacher_probabilities(predictor, adapt_frames, args.progress)
     held_out_teacher = [predictor(frame.rgb) for frame in held_out]
     teacher_seconds = time.perf_counter() - started

@@ -526,7 +526,7 @@ def config_from_args(args) -> Config:
         "models": tuple(args.models) if args.models else None,
         "checkpoint": args.checkpoint,
         "sizes": tuple(args.sizes) if args.sizes else None,
-        "backends": tuple(args.backends) if args.backends else ("torch",) if args.device == "cuda" else installed(),
+        "backends": tuple(args.backends) if args.backends else default_backends(args.device),
         "device": args.device,
         "precisions": tuple(args.precisions or (("fp16",) if args.device == "cuda" else ("fp32",))),
         "reps": args.reps,
@@ -542,8 +542,10 @@ def config_from_args(args) -> Config:
     return Config(**{**config.__dict__, **{key: value for key, value in overrides.items() if value is not None}})
 
 
-def installed() -> tuple:
-    """The backends whose Python packages this machine has: the default on CPU."""
+def default_backends(device: str) -> tuple:
+    """PyTorch on CUDA; on the CPU, every backend whose Python package this machine has."""
+    if device == "cuda":
+        return ("torch",)
     return tuple(name for name, backend in REGISTRY.items() if backend.installed())
 
 
