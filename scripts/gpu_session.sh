@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One GPU session as one prepared run (issue 14): verify the CUDA path, then the teacher, then the four-way
-# distillation ablation (none, pixel, cwd, both) side by side on the same GPU, then the checkpoints packed for
-# the trip back. About 9 minutes: verify ~1.5, teacher TEACHER_MIN, students STUDENT_MIN (in parallel), packing.
+# One GPU session as one prepared run (issue 14): verify the CUDA path, probe where the student's GPU time goes,
+# then train the teacher and the four-way distillation ablation (none, pixel, cwd, both) side by side on the
+# same GPU until a deadline, then pack the checkpoints for the trip back.
 #
 # Here, once:   python scripts/pack_camvid.py --out .gpu_data/camvid --splits train val   (16.8 MB: the tree and
 #               it must stay under the 64 MiB that travel, see its --quality)
@@ -14,18 +14,21 @@ set -uo pipefail
 shopt -s nullglob
 OUT=${OUT:?set OUT to the folder whose files come back}
 DATA=${DATA:-.gpu_data/camvid}
-# Hard stops, so that the packing below always runs inside a 590 s call: verify <= 135 s, the teacher its budget
-# + 1.2 min, the students (in parallel) whatever is left before DEADLINE, packing ~10 s. On the H100
-# (2026-11-28): verify 61 s, teacher 217 s for 3.4 min; the four students spent ~40 s starting before their
-# budget's clock (CUDA, data, teacher), so a stop at budget + 0.6 min killed them in their last epoch.
-TEACHER_MIN=${TEACHER_MIN:-3.4}
-STUDENT_MIN=${STUDENT_MIN:-2.6}
+# Hard stops, so that the packing below always runs inside a 590 s call: verify <= 45 s (the end-to-end bench
+# too, <= 90 s, only with BENCH_E2E=1: the first session measured it), the speed probe <= PROBE_SECONDS, then the
+# teacher and the four students together until DEADLINE, packing ~10 s. Together, not one after the other: the
+# first session (H100, 2026-11-28) gave the teacher 3.4 min and then the students 2.6, and the students lost
+# ~40 s each to starting (CUDA, data, teacher); five processes share the GPU better than they take turns.
 DEADLINE=${DEADLINE:-570}  # seconds from the start, packing included
+PROBE_SECONDS=${PROBE_SECONDS:-100}
+STARTUP_SECONDS=${STARTUP_SECONDS:-75}  # start, last epoch and saving, outside a run's time budget
 EXTRA=()
 BENCH=(--device cuda --precisions fp16 --sizes 360x480 720x960 --batch 4 --seconds-per-case 4)
+PROBE=(--json "$OUT/probe.json" --markdown "$OUT/probe.md")
 if [ -n "${SMOKE:-}" ]; then
   EXTRA=(--device cpu --epochs 1 --set limit=4 --set val_limit=2 --set "crop_size=[128,160]" --set batch_size=2)
   BENCH=(--smoke --batch 2)
+  PROBE+=(--device cpu --sizes 64x96 --iterations 2 --warmup 1 --variants channels_last nchw+pairs)
 fi
 PYTHON=${PYTHON:-python3}  # the device's python3 holds PyTorch; here: PYTHON=.venv/bin/python
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -50,6 +53,7 @@ PY
   for log in "$RUNS"/*.log; do echo "== $log"; tr '\r' '\n' < "$log" | grep -v "it/s" | tail -n 4; done
   for run in "$RUNS"/*/; do echo "$run $(tail -n 1 "$run/log.csv" 2>/dev/null)"; done
   [ -f "$OUT/gpu.md" ] && sed -n '/^| model/,/^$/p' "$OUT/gpu.md"
+  [ -f "$OUT/probe.md" ] && cat "$OUT/probe.md"
   cat "$OUT/verify.txt"
   stage "done"
 }
@@ -63,32 +67,35 @@ stage "verify"
   "$PYTHON" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
   timeout 45 "$PYTHON" -m pytest --noconftest -o addopts="" -p no:cacheprovider -q test/core/test_engine.py -k cuda
 } > "$OUT/verify.txt" 2>&1
-timeout 90 "$PYTHON" -m road_seg_ros.tools.bench "${BENCH[@]}" --json "$OUT/gpu.json" --markdown "$OUT/gpu.md" \
-  > "$RUNS/bench.log" 2>&1 || { echo "bench failed or timed out:"; tail -n 20 "$RUNS/bench.log"; } >> "$OUT/verify.txt"
-
-hard_stop() { awk "BEGIN { print $1 + 1.2 }"; }
-
-# 2. The teacher, then 3. the students distilled from it, side by side. A committed teacher (models/teacher/, a
-#    train+val model) is continued on train+val, and its last epoch kept: it has seen val, so val cannot choose.
-TEACHER=(--out "$RUNS/teacher")
-TEACHER_CKPT="$RUNS/teacher/best.safetensors"
-parts=(models/teacher/teacher.safetensors.part*)
-if [ ${#parts[@]} -gt 0 ]; then
-  cat "${parts[@]}" > "$RUNS/teacher_init.safetensors"
-  TEACHER+=(--init "$RUNS/teacher_init.safetensors" --set train_split=train+val --set keep_checkpoint=last
-            --set warmup_epochs=1)
-  TEACHER_CKPT="$RUNS/teacher/final.safetensors"
+if [ -n "${BENCH_E2E:-}" ]; then
+  timeout 90 "$PYTHON" -m road_seg_ros.tools.bench "${BENCH[@]}" --json "$OUT/gpu.json" --markdown "$OUT/gpu.md" \
+    > "$RUNS/bench.log" 2>&1 || { echo "bench failed or timed out:"; tail -n 20 "$RUNS/bench.log"; } >> "$OUT/verify.txt"
 fi
-stage "teacher ${TEACHER[*]}"
-timeout "$(hard_stop "$TEACHER_MIN")m" "$PYTHON" -m road_seg_ros.training.train teacher \
-  --config config/train_teacher.yaml --data "$DATA" "${TEACHER[@]}" \
-  --set time_budget_minutes="$TEACHER_MIN" "${EXTRA[@]}" > "$RUNS/teacher.log" 2>&1
-stage "students"
+
+# 2. Where the student's time goes on this GPU, and whether another layout or torch.compile runs it faster.
+stage "speed probe"
+timeout "$PROBE_SECONDS" "$PYTHON" scripts/gpu_speed_probe.py models/student.safetensors "${PROBE[@]}" \
+  > "$RUNS/probe.log" 2>&1 || { echo "speed probe failed or timed out:"; tail -n 5 "$RUNS/probe.log"; } >> "$OUT/verify.txt"
+
+# 3. The committed teacher (models/teacher/, a train+val model) continued on train+val with a weight average,
+#    its last epoch kept (it has seen val, so val cannot choose), and beside it the four students, from scratch
+#    on train (best on val), distilled from the committed teacher. One deadline for all five.
+parts=(models/teacher/teacher.safetensors.part*)
+[ ${#parts[@]} -gt 0 ] || { echo "no committed teacher in models/teacher/" >> "$OUT/verify.txt"; exit 1; }
+cat "${parts[@]}" > "$RUNS/teacher_init.safetensors"
+TEACHER_CKPT="$RUNS/teacher/final.safetensors"
+left=$((DEADLINE - 15 - SECONDS))
+budget=$(awk "BEGIN { print ($left - $STARTUP_SECONDS) / 60 }")
+stage "teacher and students, ${budget} min each, stopped after ${left} s"
+timeout "${left}s" "$PYTHON" -m road_seg_ros.training.train teacher --config config/train_teacher.yaml \
+  --data "$DATA" --out "$RUNS/teacher" --init "$RUNS/teacher_init.safetensors" --set train_split=train+val \
+  --set keep_checkpoint=last --set warmup_epochs=1 --set ema_decay=0.999 --set time_budget_minutes="$budget" \
+  "${EXTRA[@]}" > "$RUNS/teacher.log" 2>&1 &
 for mode in none pixel cwd both; do
-  distill=(--teacher "$TEACHER_CKPT" --distill "$mode")
+  distill=(--teacher "$RUNS/teacher_init.safetensors" --distill "$mode")
   [ "$mode" = none ] && distill=(--distill none)
-  timeout "$((DEADLINE - 15 - SECONDS))s" "$PYTHON" -m road_seg_ros.training.train student \
+  timeout "${left}s" "$PYTHON" -m road_seg_ros.training.train student \
     --config config/train_student.yaml --data "$DATA" --out "$RUNS/student_$mode" "${distill[@]}" \
-    --set time_budget_minutes="$STUDENT_MIN" "${EXTRA[@]}" > "$RUNS/student_$mode.log" 2>&1 &
+    --set time_budget_minutes="$budget" "${EXTRA[@]}" > "$RUNS/student_$mode.log" 2>&1 &
 done
 wait
