@@ -39,21 +39,57 @@ class Sample:
     label: Path
 
 
-def parse_split(spec: str) -> list[str]:
-    """A split name, or several joined by '+' (``train+val``, the CamVid convention for a final model)."""
-    names = spec.split("+") if isinstance(spec, str) else [spec]
-    if not all(name in SPLITS for name in names) or len(set(names)) != len(names):
-        raise DataError(f"split must be one of {', '.join(SPLITS)} or several joined by '+', got {spec!r}")
-    return names
+@dataclass(frozen=True)
+class SplitSpec:
+    """Splits joined by '+', and optionally one drive kept alone ('@DRIVE') or left out ('-DRIVE').
+
+    ``train+val-0006R0`` trains on every labeled frame but one drive's, and ``train@0006R0`` validates on that
+    drive alone: a held-out drive, the only way to choose a recipe for unseen roads without test frames (val
+    is the same drive as 0016E5's training frames).
+    """
+
+    names: tuple
+    drive: str | None = None
+    keep_drive: bool = True  # True: only the drive's frames; False: all but the drive's
+
+    def selects(self, sample: Sample) -> bool:
+        if self.drive is None:
+            return True
+        return sample.name.startswith(f"{self.drive}_") == self.keep_drive
+
+
+def parse_split(spec: str) -> SplitSpec:
+    """A split name, or several joined by '+' (``train+val``, the CamVid convention for a final model), then
+    optionally '@DRIVE' (that drive's frames alone) or '-DRIVE' (all but that drive's)."""
+    if not isinstance(spec, str):
+        raise DataError(f"split must be a string, got {spec!r}")
+    splits, drive, keep = spec, None, True
+    for mark in ("@", "-"):
+        if mark in spec:
+            splits, drive = spec.split(mark, 1)
+            keep = mark == "@"
+            break
+    names = splits.split("+")
+    valid_drive = drive is None or (drive.isalnum() and drive)
+    if not all(name in SPLITS for name in names) or len(set(names)) != len(names) or not valid_drive:
+        raise DataError(
+            f"split must be one of {', '.join(SPLITS)}, or several joined by '+', then optionally @DRIVE or -DRIVE "
+            f"(e.g. train+val-0006R0), got {spec!r}"
+        )
+    return SplitSpec(tuple(names), drive, keep)
 
 
 def read_split(root, split: str) -> list[Sample]:
-    """The samples of a split (or splits joined by '+'), sorted by name (drive, then time)."""
-    names = parse_split(split)
+    """The samples of a split spec (see parse_split), sorted by name (drive, then time)."""
+    spec = parse_split(split)
     root = camvid_root(root)
     samples = []
-    for name in names:
-        samples += _read_list(root, name)
+    for name in spec.names:
+        samples += [sample for sample in _read_list(root, name) if spec.selects(sample)]
+    if not samples:
+        raise DataError(f"split {split!r} has no frames: no drive {spec.drive!r} in {'+'.join(spec.names)}")
+    if spec.drive and len(samples) == sum(len(_read_list(root, name)) for name in spec.names):
+        raise DataError(f"split {split!r} leaves nothing out: no drive {spec.drive!r} in {'+'.join(spec.names)}")
     return sorted(samples, key=lambda s: s.name)
 
 

@@ -37,6 +37,23 @@ def test_split_lists_are_sorted_and_complete():
         read_split(None, "trainval")
 
 
+def test_a_drive_is_held_out_of_a_split_or_kept_alone():
+    held_out = read_split(None, "train@0006R0")
+    rest = read_split(None, "train+val-0006R0")
+    assert len(held_out) == 101 and {s.name.split("_")[0] for s in held_out} == {"0006R0"}
+    assert len(rest) == 468 - 101 and not {s.name for s in held_out} & {s.name for s in rest}
+    assert {s.name.split("_")[0] for s in rest} == {"0001TP", "0016E5"}
+    for spec, words in {
+        "train@Seq05VD": "has no frames",
+        "val-0006R0": "leaves nothing out",
+        "train@": "split must be",
+        "train@0006R0@x": "split must be",
+        "test-../x": "split must be",
+    }.items():
+        with pytest.raises(DataError, match=words):
+            read_split(None, spec)
+
+
 @pytest.mark.parametrize("on_device", [False, True])
 def test_augmentation_at_scale_one_is_the_frame_or_its_mirror(frames, on_device):
     dataset, images, labels = frames
