@@ -100,17 +100,30 @@ class TorchRunner:
 
 
 class TorchDeviceRunner:
-    """PyTorch on a GPU (or eagerly on the CPU, for tests): an N x 3 x H x W tensor there in, labels there out."""
+    """PyTorch on a GPU (or eagerly on the CPU, for tests): an N x 3 x H x W tensor there in, labels there out.
+
+    ``compiled``: through ``torch.compile``, compiled at the first call of each batch shape; if the compiler
+    fails (no Triton, no C compiler), a warning says so and the network runs eagerly from then on.
+    """
 
     layout = "nchw"
     on_device = True
 
-    def __init__(self, net: nn.Module, device: torch.device, dtype: torch.dtype):
+    def __init__(self, net: nn.Module, device: torch.device, dtype: torch.dtype, compiled: bool = False):
         self.device, self.dtype = device, dtype
         self.net = LabelsNet(net).to(device, dtype, memory_format=torch.channels_last).eval()
+        self.compiled = torch.compile(self.net, dynamic=False) if compiled else None
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(batch)
+            except Exception as error:  # the compiler's failures share no type; eager then runs or raises alone
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                message = f"torch.compile failed, running the network eagerly: {first_line}"
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                self.compiled = None
         return self.net(batch)
 
 
@@ -161,6 +174,7 @@ class RunnerSetup:
     mean: tuple = (0.0, 0.0, 0.0)  # the checkpoint's normalisation, for runners that normalise in their graph
     std: tuple = (1.0, 1.0, 1.0)
     checkpoint: Path | None = None  # the file the network came from, if any
+    cuda_compile: bool = False  # EngineOptions.cuda_compile
 
 
 @dataclass(frozen=True)
@@ -198,7 +212,8 @@ class Backend:
 def _torch_runner(net, setup: RunnerSetup):
     if setup.device.type == "cpu":
         return TorchRunner(net)
-    return TorchDeviceRunner(net, setup.device, torch.float16 if setup.precision == "fp16" else torch.float32)
+    dtype = torch.float16 if setup.precision == "fp16" else torch.float32
+    return TorchDeviceRunner(net, setup.device, dtype, compiled=setup.cuda_compile)
 
 
 def _onnxruntime_runner(net, setup: RunnerSetup):

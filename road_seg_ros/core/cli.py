@@ -47,11 +47,17 @@ ENGINE_FLAGS = {
         "CPU threads for inference; 0: the runtime's",
         {"type": whole_number(*THREAD_LIMITS), "metavar": "N"},
     ),
+    "cuda-compile": (
+        "cuda_compile",
+        "torch.compile the network on CUDA (the first frame waits for the compiler)",
+        {"action": argparse.BooleanOptionalAction},
+    ),
 }
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, defaults: EngineOptions | None = DEFAULTS, flags=None):
-    """--checkpoint, --device, --precision, --backend, --threads (or those in ``flags``), with the node's defaults.
+    """--checkpoint, --device, --precision, --backend, --threads, --cuda-compile (or those in ``flags``), with the
+    node's defaults.
 
     ``defaults`` None leaves them unset, for tools whose defaults come from a params file.
     """
@@ -68,7 +74,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, defaults: EngineOption
 
 def given_engine_flags(args) -> dict:
     """The engine flags set on the command line, as EngineOptions fields."""
-    given = {field: getattr(args, flag, None) for flag, (field, _, _) in ENGINE_FLAGS.items()}
+    given = {field: getattr(args, flag.replace("-", "_"), None) for flag, (field, _, _) in ENGINE_FLAGS.items()}
     return {field: value for field, value in given.items() if value is not None}
 
 

@@ -81,7 +81,14 @@ class SegmentationEngine:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # the input size is fixed: autotune once, at warm-up
         setup = RunnerSetup(
-            self.input_size, self.device, self.precision, options.num_threads, info.mean, info.std, self.checkpoint
+            self.input_size,
+            self.device,
+            self.precision,
+            options.num_threads,
+            info.mean,
+            info.std,
+            self.checkpoint,
+            cuda_compile=options.cuda_compile,
         )
         runner = backend.make_runner(fuse_conv_bn(model.eval()), setup)
         # The PyTorch network the runner holds (on its device), else the folded fp32 one: for TTA and FLOP counts.

@@ -58,6 +58,11 @@ PARAMETERS = (
         "num_threads", DEFAULTS.num_threads, "CPU threads for inference; 0: the runtime's default", limits=THREAD_LIMITS
     ),
     Param(
+        "cuda_compile",
+        DEFAULTS.cuda_compile,
+        "torch.compile the network on CUDA: faster frames after a first one that waits for the compiler",
+    ),
+    Param(
         "cameras",
         [],
         "Camera names; each camera C: input C/image, outputs ~/C/label, ... Empty: one camera, input image",

@@ -67,6 +67,7 @@ class Config:
     camera_rate: float = 15.0  # frames per second per camera
     camera_seconds: float = 30.0  # measured time per setup
     batch: int = 0  # N > 1: each student engine also on one frame against a batch of N frames
+    cuda_compile: bool = False  # EngineOptions.cuda_compile for every engine
 
 
 # One thread: the smoke run shares the CPU with other tests, where two OpenMP threads wait on each other.
@@ -178,6 +179,7 @@ def make_cases(config: Config) -> tuple[list[Case], dict]:
                     backend=backend,
                     num_threads=config.num_threads or 0,
                     input_size=size,
+                    cuda_compile=config.cuda_compile,
                 )
                 if name == STUDENT:
                     checkpoint = str(config.checkpoint or default_checkpoint())
@@ -328,6 +330,7 @@ def environment(config: Config) -> dict:
         "warmup": config.warmup,
         "seconds_per_case": config.seconds_per_case,
         "camera_seconds": config.camera_seconds,
+        "cuda_compile": config.cuda_compile,
     }
 
 
@@ -515,6 +518,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--batch", type=whole_number(1), metavar="N", help="also each student engine on one frame against a batch of N"
     )
+    parser.add_argument(
+        "--cuda-compile", action="store_true", help="torch.compile every network that runs on CUDA (EngineOptions)"
+    )
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, help="write the report as Markdown (default: print it)")
     return parser.parse_args(argv)
@@ -538,6 +544,7 @@ def config_from_args(args) -> Config:
         "camera_rate": args.rate,
         "camera_seconds": args.duration,
         "batch": args.batch,
+        "cuda_compile": args.cuda_compile,
     }
     return Config(**{**config.__dict__, **{key: value for key, value in overrides.items() if value is not None}})
 

@@ -144,6 +144,56 @@ def test_device_pipeline_on_cpu_gives_the_host_labels_colours_and_overlay(refere
         assert set(result.timings_ms) == {"preprocess", "inference", "postprocess", "total"}
 
 
+def eager_compile(calls):
+    """torch.compile with its eager backend (dynamo traces the network; no C or Triton compiler runs, so the test
+    takes seconds), counting the compiled calls."""
+    compile_for_real = torch.compile
+
+    def compile(net, **options):
+        compiled = compile_for_real(net, backend="eager", **options)
+
+        def call(batch):
+            calls.append(tuple(batch.shape))
+            return compiled(batch)
+
+        return call
+
+    return compile
+
+
+def test_the_compiled_network_runs_the_device_pipeline_and_gives_the_same_labels(reference, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "compile", eager_compile(calls))
+    runner = TorchDeviceRunner(reference.model, torch.device("cpu"), torch.float32, compiled=True)
+    pipeline = DevicePipeline(runner, INPUT_SIZE, reference.info.mean, reference.info.std, reference.color_table)
+    for frame in frames(SHRINK_SIZES[:2]):
+        result = pipeline.run(frame, with_color=False, with_overlay=False, alpha=0.5)
+        np.testing.assert_array_equal(result.labels, reference.segment(frame).labels)
+    assert calls == [(1, 3, *INPUT_SIZE)] * 2
+
+
+def test_a_compiler_that_fails_leaves_the_eager_network_with_a_warning(reference, monkeypatch):
+    def failing(net, **options):
+        def call(batch):
+            raise RuntimeError("Cannot find a working triton installation\nmore detail")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", failing)
+    runner = TorchDeviceRunner(reference.model, torch.device("cpu"), torch.float32, compiled=True)
+    batch = torch.rand(1, 3, *INPUT_SIZE)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed, running the network eagerly: Cannot find a"):
+        labels = runner(batch)
+    torch.testing.assert_close(labels, TorchDeviceRunner(reference.model, torch.device("cpu"), torch.float32)(batch))
+    assert runner.compiled is None  # eager from then on: no second warning, no second try
+
+
+def test_cuda_compile_is_an_engine_option_the_cpu_runtimes_ignore(reference):
+    frame = frames([INPUT_SIZE])[0]
+    np.testing.assert_array_equal(engine(backend="torch", cuda_compile=True).segment(frame).labels,
+                                  reference.segment(frame).labels)  # fmt: skip
+
+
 @pytest.mark.parametrize("frame_size", SHRINK_SIZES[1:] + GROW_SIZES)
 def test_device_resize_matches_opencv_within_one_level(frame_size):
     frame = frames([frame_size])[0]
@@ -259,6 +309,13 @@ def test_cuda_gives_the_cpu_fp32_labels(reference, precision, cuda_graphs):
         np.testing.assert_array_equal(result.color, reference.colorize(result.labels))
         np.testing.assert_array_equal(result.overlay, reference.overlay(frame, result.labels))
         assert result.timings_ms["inference"] > 0.0
+
+
+@needs_cuda
+def test_cuda_compiled_gives_the_cpu_fp32_labels(reference):
+    gpu = engine(device="cuda", precision="fp16", cuda_compile=True)
+    for frame in frames(SHRINK_SIZES[:2]):
+        assert agreement(gpu.segment(frame).labels, reference.segment(frame).labels) >= MIN_AGREEMENT
 
 
 @needs_cuda
