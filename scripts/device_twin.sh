@@ -22,8 +22,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
 OUT=$(mktemp -d)
-RUNS="$OUT/runs" SMOKE=1 BENCH_E2E=1 PYTHON="$VENV/bin/python" OUT="$OUT/back" bash scripts/gpu_session.sh > "$OUT/session.log" 2>&1
+RUNS="$OUT/runs" SMOKE=1 TEACHER_MIN=0.1 PYTHON="$VENV/bin/python" OUT="$OUT/back" bash scripts/gpu_session.sh > "$OUT/session.log" 2>&1
 cat "$OUT/back/verify.txt"
 ls "$OUT/back"
-grep -q "^| student | torch |" "$OUT/back/gpu.md" && grep -q "^| nchw+pairs |" "$OUT/back/probe.md" &&
-  ls "$OUT"/back/teacher_fp16.safetensors.part00 > /dev/null && echo "device twin: the GPU session's smoke run passed ($OUT)"
+grep -q "^| student | torch |" "$OUT/back/gpu.md" && grep -q "^| student | torch |" "$OUT/back/gpu_compiled.md" &&
+  ls "$OUT"/back/teacher_fp16.safetensors.part00 > /dev/null &&
+  [ "$(tar tzf "$OUT/back/results.tar.gz" | grep -c 'student_.*/best.safetensors')" = 4 ] && echo "device twin: the GPU session's smoke run passed ($OUT)"

@@ -34,7 +34,15 @@ from road_seg_ros.models import fuse_conv_bn  # noqa: E402
 from road_seg_ros.models.blocks import AsymmetricResidualBlock  # noqa: E402
 from road_seg_ros.tools.bench import parse_size  # noqa: E402
 
-VARIANTS = ("channels_last", "nchw", "channels_last+pairs", "nchw+pairs", "compile")
+VARIANTS = (
+    "channels_last",
+    "nchw",
+    "channels_last+pairs",
+    "nchw+pairs",
+    "compile",
+    "channels_last+graph",
+    "compile+graph",
+)
 
 
 class DepthwisePair(nn.Module):
@@ -82,12 +90,38 @@ def fuse_depthwise_pairs(net: nn.Module) -> nn.Module:
 
 def build(base: nn.Module, variant: str, device, dtype) -> tuple[nn.Module, torch.memory_format]:
     """The network for ``variant`` and its input layout (compilation happens at the first call)."""
+    parts = variant.split("+")
     net = copy.deepcopy(base)
-    if variant.endswith("+pairs"):
+    if "pairs" in parts:
         fuse_depthwise_pairs(net.net)
-    layout = torch.contiguous_format if variant.startswith("nchw") else torch.channels_last
+    layout = torch.contiguous_format if "nchw" in parts else torch.channels_last
     net = net.to(device, dtype, memory_format=layout).eval()
-    return (torch.compile(net, dynamic=False) if variant == "compile" else net), layout
+    net = torch.compile(net, dynamic=False) if "compile" in parts else net
+    return (Graphed(net) if "graph" in parts else net), layout
+
+
+class Graphed:
+    """The network captured in one CUDA graph at its first call (as the engine runs it), replayed after."""
+
+    def __init__(self, net):
+        self.net, self.graph, self.shape = net, None, None
+
+    def __call__(self, batch):
+        if self.shape != batch.shape:
+            self.shape = batch.shape
+            self.input = batch.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(3):
+                    self.net(self.input)
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.output = self.net(self.input)
+        self.input.copy_(batch)
+        self.graph.replay()
+        return self.output
 
 
 def time_forward(net, batch, iterations: int, warmup: int) -> tuple[float, torch.Tensor, float]:

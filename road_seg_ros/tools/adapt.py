@@ -16,6 +16,7 @@ report.json and mosaic.png; state.pt lets ``--resume`` continue a run.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -64,15 +65,27 @@ def committed_teacher() -> Path | None:
     for folder in share_folders("models"):
         parts = sorted((folder / "teacher").glob("teacher.safetensors.part*"))
         if parts:
-            joined = Path.home() / ".cache" / "road_seg_ros" / "teacher.safetensors"
-            if not joined.is_file() or joined.stat().st_size != sum(part.stat().st_size for part in parts):
-                joined.parent.mkdir(parents=True, exist_ok=True)
-                with open(joined.with_suffix(".tmp"), "wb") as out:
-                    for part in parts:
-                        out.write(part.read_bytes())
-                joined.with_suffix(".tmp").replace(joined)
-            return joined
+            return join_parts(parts, Path.home() / ".cache" / "road_seg_ros")
     return None
+
+
+def join_parts(parts: list[Path], cache: Path) -> Path:
+    """The parts joined into one file in ``cache``, named by their content's digest: a newer teacher of the same
+    size (each session's continuation is) is joined anew, never mistaken for the one before, which is removed."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.read_bytes())
+    joined = cache / f"teacher-{digest.hexdigest()[:16]}.safetensors"
+    if not joined.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(joined.with_suffix(".tmp"), "wb") as out:
+            for part in parts:
+                out.write(part.read_bytes())
+        joined.with_suffix(".tmp").replace(joined)
+        for stale in cache.glob("teacher*.safetensors"):
+            if stale != joined:
+                stale.unlink()
+    return joined
 
 
 def choose_teacher(teachers: list, base: Path) -> tuple[list[Path], tuple, str]:

@@ -12,7 +12,7 @@ from conftest import camvid_drive_frames, cpu_engine
 
 from road_seg_ros.core.checkpoint import load_checkpoint, read_info
 from road_seg_ros.tools import adapt, bags
-from road_seg_ros.tools.adapt import COMMITTED_TEACHER_SCALES, choose_teacher, committed_teacher, main
+from road_seg_ros.tools.adapt import COMMITTED_TEACHER_SCALES, choose_teacher, committed_teacher, join_parts, main
 from road_seg_ros.tools.bags import write_camera_bag
 from road_seg_ros.training import optim
 from road_seg_ros.training.self_training import SelfTraining, SelfTrainingSettings, distillation_losses, with_crop
@@ -112,6 +112,21 @@ def test_the_committed_gpu_teacher_is_the_default_with_one_scale_and_flip(monkey
     assert scales == COMMITTED_TEACHER_SCALES and text == "the committed GPU-trained teacher (one scale + flip)"
     info = read_info(paths[0])
     assert info.arch["name"] == "teacher" and info.class_names == read_info(tiny_checkpoint).class_names
+
+
+def test_a_newer_teacher_of_the_same_size_is_joined_anew_and_the_old_one_removed(tmp_path):
+    cache = tmp_path / "cache"
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, payload in ((old, b"a"), (new, b"b")):
+        folder.mkdir()
+        for index in range(2):
+            (folder / f"teacher.safetensors.part0{index}").write_bytes(payload * 3 + bytes([index]))
+    first = join_parts(sorted(old.glob("*")), cache)
+    assert first.read_bytes() == b"aaa\x00aaa\x01"
+    assert join_parts(sorted(old.glob("*")), cache) == first  # joined once
+    second = join_parts(sorted(new.glob("*")), cache)
+    assert second != first and second.read_bytes() == b"bbb\x00bbb\x01"
+    assert list(cache.iterdir()) == [second]
 
 
 def test_several_teachers_are_averaged(drive, tiny_checkpoint, tmp_path):
