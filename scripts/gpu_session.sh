@@ -27,12 +27,19 @@ DATA=${DATA:-.gpu_data/camvid}
 DEADLINE=${DEADLINE:-570}  # seconds from the start, packing included
 TEACHER_MIN=${TEACHER_MIN:-0}
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-30}
+# PLAN=ablation (the default): the benches, then the students. PLAN=teacher-dev: two teacher recipes on a held-out
+# drive instead (below), TEACHER_DEV_MIN each; B is A with TEACHER_B's --set overrides (photometric: the unseen
+# test drive Seq05VD differs from the training drives in light and colour more than in layout).
+PLAN=${PLAN:-ablation}
+TEACHER_DEV_MIN=${TEACHER_DEV_MIN:-3.7}
+TEACHER_B=${TEACHER_B:---set jitter=0.4 --set hue_degrees=15 --set gamma_range=[0.6,1.6] --set noise_std=6}
 EXTRA=()
 BENCH=(--device cuda --precisions fp16 --sizes 360x480 720x960 --batch 4 --seconds-per-case 4)
 if [ -n "${SMOKE:-}" ]; then
   EXTRA=(--device cpu --set limit=4 --set val_limit=2 --set "crop_size=[128,160]" --set batch_size=2)
   BENCH=(--smoke --batch 2)
   STUDENT_EPOCHS=1
+  TEACHER_DEV_MIN=0.05
 fi
 PYTHON=${PYTHON:-python3}  # the device's python3 holds PyTorch; here: PYTHON=.venv/bin/python
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -70,6 +77,22 @@ stage "verify"
   "$PYTHON" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
   timeout 90 "$PYTHON" -m pytest --noconftest -o addopts="" -p no:cacheprovider -q test/core/test_engine.py -k cuda
 } > "$OUT/verify.txt" 2>&1
+
+if [ "$PLAN" = teacher-dev ]; then
+  # 2'. Two teacher recipes from scratch, one after the other, on every labeled frame but drive 0006R0's, each
+  #     chosen and scored on that unseen drive (train@0006R0): A the current config/train_teacher.yaml, B the same
+  #     with TEACHER_B's overrides. Val (0016E5) cannot choose for unseen roads: it is a training drive.
+  for recipe in A B; do
+    overrides=()
+    [ "$recipe" = B ] && read -ra overrides <<< "$TEACHER_B"
+    stage "teacher $recipe ${overrides[*]}, $TEACHER_DEV_MIN min"
+    timeout "$(awk "BEGIN { print $TEACHER_DEV_MIN + 1.2 }")m" "$PYTHON" -m road_seg_ros.training.train teacher \
+      --config config/train_teacher.yaml --data "$DATA" --out "$RUNS/teacher_$recipe" \
+      --set train_split=train+val-0006R0 --set val_split=train@0006R0 --set time_budget_minutes="$TEACHER_DEV_MIN" \
+      "${overrides[@]}" "${EXTRA[@]}" > "$RUNS/teacher_$recipe.log" 2>&1
+  done
+  exit 0
+fi
 
 # 2. The engine end to end, as the node runs it (CUDA graphs), then the same with torch.compile, one after the
 #    other on the same machine: the ratio between the two files is the measurement.
