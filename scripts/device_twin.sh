@@ -26,5 +26,6 @@ RUNS="$OUT/runs" SMOKE=1 TEACHER_MIN=0.1 PYTHON="$VENV/bin/python" OUT="$OUT/bac
 cat "$OUT/back/verify.txt"
 ls "$OUT/back"
 grep -q "^| student | torch |" "$OUT/back/gpu.md" && grep -q "^| student | torch |" "$OUT/back/gpu_compiled.md" &&
+  grep -q "^| nchw+pairs |" "$OUT/back/probe.md" &&
   ls "$OUT"/back/teacher_fp16.safetensors.part00 > /dev/null &&
   [ "$(tar tzf "$OUT/back/results.tar.gz" | grep -c 'student_.*/best.safetensors')" = 4 ] && echo "device twin: the GPU session's smoke run passed ($OUT)"

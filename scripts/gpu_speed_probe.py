@@ -2,14 +2,17 @@
 
     python scripts/gpu_speed_probe.py models/student.safetensors --json OUT/probe.json --markdown OUT/probe.md
 
-The first device session measured 1.6 ms a 720x960 frame, 14x the memory floor (scripts/memory_floor.py), with
-every depthwise 3x1 / 1x3 convolution in fp16 channels_last; batch 4 cost 4.09x one frame, so launches are not
-the cost. This times the engine's network (BatchNorm folded, argmax inside, batch 1) model only, in turn:
+The first device session measured 1.6 ms a 360x480 frame and 4.3 ms at 720x960, 14x and 9x the memory floor
+(scripts/memory_floor.py); the second found cuDNN's depthwise kernel on the 44 non-square depthwise
+convolutions taking 65% of the GPU time at 720x960 (benchmarks/README.md). This times the engine's network
+(BatchNorm folded, argmax inside, batch 1) model only, in turn:
 
 - ``channels_last``: as the engine runs it today (PyTorch then sends every depthwise convolution to cuDNN);
 - ``nchw``: the same in the default layout (non-square depthwise kernels then go to PyTorch's own kernel);
 - ``+pairs`` of either: each depthwise 3x1 then 1x3 pair as one depthwise 3x3 (exact, see DepthwisePair);
+- ``+shifts``: each of those depthwise convolutions as shifted, scaled sums (ShiftedDepthwise), for the compiler;
 - ``compile``: ``torch.compile`` of ``channels_last`` (its compile time is reported too);
+- ``+graph``: captured in one CUDA graph, as the engine runs it (eager timings are launch-bound at 360x480);
 
 checks that each gives the labels of the first, and profiles ``channels_last`` at the largest size:
 the CUDA kernels that take the time, per kernel name. Nothing here changes the engine; a layout that wins
@@ -88,12 +91,47 @@ def fuse_depthwise_pairs(net: nn.Module) -> nn.Module:
     return net
 
 
+class ShiftedDepthwise(nn.Module):
+    """A folded depthwise k x 1 or 1 x k convolution as the sum of k shifted copies of its input, each scaled per
+    channel: elementwise arithmetic, which torch.compile fuses into one kernel (with what follows it), where
+    cuDNN runs its slow grouped kernel for a non-square depthwise convolution."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.axis = 2 if conv.kernel_size[0] > 1 else 3
+        self.dilation, self.padding = conv.dilation[self.axis - 2], conv.padding[self.axis - 2]
+        channels = conv.out_channels
+        # k x C x 1 x 1: each tap broadcasts over the N x C x H x W input (4-D, so channels_last can convert it)
+        self.register_buffer("taps", conv.weight.detach().reshape(channels, -1).t().reshape(-1, channels, 1, 1))
+        self.register_buffer("bias", conv.bias.detach().reshape(1, channels, 1, 1))
+
+    def forward(self, x):
+        pad = (0, 0, self.padding, self.padding) if self.axis == 2 else (self.padding, self.padding, 0, 0)
+        padded, length = F.pad(x, pad), x.shape[self.axis]
+        out = self.bias
+        for index, tap in enumerate(self.taps):
+            out = out + tap * padded.narrow(self.axis, index * self.dilation, length)
+        return out
+
+
+def shift_depthwise(net: nn.Module) -> nn.Module:
+    """Every folded non-square depthwise convolution as ShiftedDepthwise (in place)."""
+    for module in net.modules():
+        for name, child in module.named_children():
+            square = isinstance(child, nn.Conv2d) and child.kernel_size[0] == child.kernel_size[1]
+            if isinstance(child, nn.Conv2d) and not square and child.groups == child.in_channels == child.out_channels:
+                setattr(module, name, ShiftedDepthwise(child))
+    return net
+
+
 def build(base: nn.Module, variant: str, device, dtype) -> tuple[nn.Module, torch.memory_format]:
     """The network for ``variant`` and its input layout (compilation happens at the first call)."""
     parts = variant.split("+")
     net = copy.deepcopy(base)
     if "pairs" in parts:
         fuse_depthwise_pairs(net.net)
+    if "shifts" in parts:
+        shift_depthwise(net.net)
     layout = torch.contiguous_format if "nchw" in parts else torch.channels_last
     net = net.to(device, dtype, memory_format=layout).eval()
     net = torch.compile(net, dynamic=False) if "compile" in parts else net

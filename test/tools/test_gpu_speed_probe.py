@@ -39,6 +39,22 @@ def test_depthwise_pairs_as_one_3x3_give_the_same_logits_at_every_size_and_edge(
             assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
 
 
+def test_depthwise_convolutions_as_shifted_sums_give_the_same_logits():
+    net = folded_student_with_biases()
+    shifted = probe.shift_depthwise(folded_student_with_biases())
+    replaced = [module for module in shifted.modules() if isinstance(module, probe.ShiftedDepthwise)]
+    assert len(replaced) == 4 * (2 + 4) and {module.axis for module in replaced} == {2, 3}
+    assert not any(  # the pyramid's full 3x1 / 1x3 convolutions and the decoder's square depthwise one stay
+        isinstance(module, torch.nn.Conv2d) and module.kernel_size in ((3, 1), (1, 3)) and module.groups > 1
+        for module in shifted.modules()
+    )
+    with torch.no_grad():
+        for size in [(64, 96), (40, 72)]:
+            frame = torch.randn(2, 3, *size)
+            expected, got = net(frame)["out"], shifted(frame)["out"]
+            assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+
+
 def test_the_cpu_run_writes_every_variant_and_the_kernels(tiny_checkpoint, tmp_path, capsys):
     report_path, markdown_path = tmp_path / "probe.json", tmp_path / "probe.md"
     probe.main([str(tiny_checkpoint), "--device", "cpu", "--sizes", "64x96", "--iterations", "2", "--warmup", "1",
