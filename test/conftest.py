@@ -219,6 +219,20 @@ def injected_node(patch: str) -> list[str]:
     return [sys.executable, "-c", f"import sys\nimport road_seg_ros.ros.node as n\n{patch}\nsys.exit(n.main())"]
 
 
+def tiny_student_with_statistics(seed: int = 0) -> torch.nn.Module:
+    """An untrained tiny student whose BatchNorms have random statistics and affine terms, so that folding them
+    (and anything that rewrites the folded convolutions) has real biases to get right."""
+    torch.manual_seed(seed)
+    model = build_model({"name": "student", "size": "tiny"})
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
 def cpu_engine(checkpoint, **options) -> SegmentationEngine:
     """An engine on the CPU with one thread and otherwise the node's defaults (backend included): the labels
     the node computes with NODE_PARAMS, bit for bit."""

@@ -4,9 +4,9 @@ import importlib.util
 import json
 
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_student_with_statistics
 
-from road_seg_ros.models import build_model, fuse_conv_bn
+from road_seg_ros.models import fuse_conv_bn
 
 spec = importlib.util.spec_from_file_location("gpu_speed_probe", REPO_ROOT / "scripts" / "gpu_speed_probe.py")
 probe = importlib.util.module_from_spec(spec)
@@ -14,16 +14,7 @@ spec.loader.exec_module(probe)
 
 
 def folded_student_with_biases():
-    """A tiny student whose BatchNorms have random statistics, so every folded convolution has a bias."""
-    torch.manual_seed(0)
-    net = build_model({"name": "student", "size": "tiny"}).eval()
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return fuse_conv_bn(net)
+    return fuse_conv_bn(tiny_student_with_statistics())
 
 
 def test_depthwise_pairs_as_one_3x3_give_the_same_logits_at_every_size_and_edge():

@@ -6,6 +6,7 @@ import json
 import onnx
 import pytest
 import torch
+from conftest import tiny_student_with_statistics
 
 from road_seg_ros.core.checkpoint import METADATA_KEY, ModelInfo, load_checkpoint, save_checkpoint
 from road_seg_ros.core.engine import SegmentationEngine
@@ -13,7 +14,6 @@ from road_seg_ros.core.frames import synthetic_frames
 from road_seg_ros.core.openvino_backend import METADATA_KEY as IR_KEY
 from road_seg_ros.core.openvino_backend import file_digest, quantized_model_path
 from road_seg_ros.core.options import EngineError, EngineOptions
-from road_seg_ros.models import build_model
 from road_seg_ros.training import export
 from road_seg_ros.training.export import MIN_AGREEMENT, label_agreement, main, onnx_predictor
 from road_seg_ros.training.quantize import calibration_frames
@@ -24,16 +24,8 @@ INPUT_SIZE = (64, 96)
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny student with non-trivial BatchNorm statistics, so folding them has to be right."""
-    torch.manual_seed(0)
-    model = build_model({"name": "student", "size": "tiny"})
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    return save_checkpoint(path, model.eval(), ModelInfo(arch={"name": "student", "size": "tiny"}))
+    return save_checkpoint(path, tiny_student_with_statistics(), ModelInfo(arch={"name": "student", "size": "tiny"}))
 
 
 def test_export_round_trips(checkpoint, tmp_path, capsys):
