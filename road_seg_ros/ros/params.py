@@ -60,7 +60,7 @@ PARAMETERS = (
     Param(
         "cuda_compile",
         DEFAULTS.cuda_compile,
-        "torch.compile the network on CUDA: faster frames after a first one that waits for the compiler",
+        "torch.compile the network on CUDA: faster frames; start-up waits for the compiler (seconds per batch size)",
     ),
     Param(
         "cameras",
