@@ -9,8 +9,9 @@
 # Device call:  bash scripts/gpu_session.sh            (carry [".gpu_data"], timeout_s 590)
 # Smoke on CPU: SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/gpu bash scripts/gpu_session.sh
 #               with the device's Python 3.12 and torch 2.11: bash scripts/device_twin.sh
-# Back here: final val and test numbers come from road-seg-eval on the original PNGs, never on the device; a
-# teacher's parts go to models/teacher/teacher.safetensors.partNN (the next session continues from them).
+# Back here: final val and test numbers come from road-seg-eval on the original PNGs, never on the device. A
+# continued teacher's parts (TEACHER_MIN) go to models/teacher/teacher.safetensors.partNN, so the next session
+# continues from them; PLAN=teacher-dev's held-out-drive teacher is a development model: keep it out of models/.
 #
 # What the first two sessions taught (docs/results.md, "On the GPU"):
 # - Processes on one GPU take turns, they do not overlap: the teacher beside four students ran 4.6x slower than
@@ -99,6 +100,13 @@ if [ "$PLAN" = teacher-dev ]; then
       --set train_split=train+val-0006R0 --set val_split=train@0006R0 --set time_budget_minutes="$TEACHER_DEV_MIN" \
       "${overrides[@]}" "${EXTRA[@]}" > "$RUNS/teacher_$recipe.log" 2>&1
   done
+  # The better of the two on the held-out drive comes back (one teacher's parts fit what returns): a teacher that
+  # never saw drive 0006R0, for choosing road-seg-adapt's recipe on that drive without test frames.
+  TEACHER_CKPT=$(for recipe in A B; do
+    best=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "val_miou") c = i; next }
+                    $c != "" && $c > m { m = $c } END { print m + 0 }' "$RUNS/teacher_$recipe/log.csv" 2>/dev/null)
+    echo "${best:-0} $RUNS/teacher_$recipe/best.safetensors"
+  done | sort -g | tail -n 1 | cut -d' ' -f2)
   exit 0
 fi
 
