@@ -35,7 +35,7 @@ from ..core.options import DEVICES, EngineError, EngineOptions, default_checkpoi
 from ..core.resources import share_folders
 from ..training.augment import Augmentation, TrainAugmentation
 from ..training.config import TrainConfig
-from ..training.data import CamVid, DataError, class_weights
+from ..training.data import SPLIT_HELP, CamVid, DataError, class_weights, split_argument
 from ..training.evaluate import MultiScalePredictor
 from ..training.metrics import ConfusionMatrix
 from ..training.self_training import SelfTraining, SelfTrainingSettings, resized_for_model, with_crop
@@ -146,9 +146,12 @@ def teacher_probabilities(predictor: MultiScalePredictor, frames, progress: bool
 
 
 def source_dataset(args, crop_size, seed: int) -> tuple[CamVid, torch.Tensor]:
-    """CamVid train with the training recipe's CPU augmentation at ``crop_size``, and its class weights."""
+    """CamVid's --source-split (train) with the training recipe's CPU augmentation at ``crop_size``, and its class
+    weights."""
     settings = Augmentation.from_config(TrainConfig(crop_size=tuple(crop_size)))
-    dataset = CamVid(args.data, "train", transform=TrainAugmentation(settings, seed=seed), limit=args.source_limit)
+    dataset = CamVid(
+        args.data, args.source_split, transform=TrainAugmentation(settings, seed=seed), limit=args.source_limit
+    )
     return dataset, class_weights(dataset.labels)
 
 
@@ -190,7 +193,7 @@ def adapt(args) -> dict:
     description = f"{info.description or base.name}, adapted to {Path(args.bag).name} without labels"
     training = {"adapted_from": str(base), "bag": str(args.bag), "teacher": teacher_text, "steps": loop.steps,
                 "frames": len(adapt_frames), "minutes": args.minutes, "crop_size": list(crop_size),
-                "base_weight": args.base_weight}  # fmt: skip
+                "base_weight": args.base_weight, "source_split": args.source_split}  # fmt: skip
     adapted_info = ModelInfo(**{**info.__dict__, "description": description, "training": training})
     save_checkpoint(out / RESULT, adapted, adapted_info)
     (out / "state.pt").unlink(missing_ok=True)  # finished: nothing left to resume
@@ -200,6 +203,7 @@ def adapt(args) -> dict:
         "teacher": teacher_text,
         "frames": {"sampled": len(frames), "adapted": len(adapt_frames), "held_out": len(held_out)},
         "every": args.every,
+        "source_split": args.source_split,
         "budget_minutes": args.minutes,
         "steps": loop.steps,
         "seconds": {"teacher": teacher_seconds, "total": time.perf_counter() - started},
@@ -320,6 +324,13 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--source-weight", type=float, default=1.0, help="weight of the labeled CamVid batches (0: none)"
+    )
+    parser.add_argument(
+        "--source-split",
+        type=split_argument,
+        default="train",
+        help="the labeled CamVid frames mixed in: " + SPLIT_HELP + " (default: %(default)s); e.g. train+val-0006R0 "
+        "to adapt to drive 0006R0 as to a drive never seen",
     )
     parser.add_argument(
         "--base-weight",

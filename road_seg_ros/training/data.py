@@ -4,6 +4,7 @@ Frames are decoded once and held as uint8 arrays (all of CamVid is about
 0.5 GB), so loading never limits training speed.
 """
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,18 @@ def parse_split(spec: str) -> SplitSpec:
             f"(e.g. train+val-0006R0), got {spec!r}"
         )
     return SplitSpec(tuple(names), drive, keep)
+
+
+SPLIT_HELP = f"{', '.join(SPLITS)}, several joined by '+', then optionally @DRIVE or -DRIVE (e.g. train@0006R0)"
+
+
+def split_argument(text: str) -> str:
+    """An argparse type: a split spec that parse_split accepts (its error is the one line)."""
+    try:
+        parse_split(text)
+    except DataError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def read_split(root, split: str) -> list[Sample]:

@@ -22,7 +22,7 @@ from ..core.checkpoint import CheckpointError
 from ..core.cli import add_engine_arguments, engine_options, exit_with, positive_number, whole_number
 from ..core.engine import SegmentationEngine
 from ..core.options import EngineError
-from .data import SPLITS, DataError, load_label, load_rgb, parse_split, read_split
+from .data import SPLIT_HELP, DataError, load_label, load_rgb, read_split, split_argument
 from .flops import count_gflops, count_params
 from .metrics import ConfusionMatrix, format_iou_table
 
@@ -79,15 +79,6 @@ class MultiScalePredictor:
         return labels
 
 
-def split_spec(text: str) -> str:
-    """An argparse type: a split spec that parse_split accepts (the error is its one line)."""
-    try:
-        parse_split(text)
-    except DataError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="road-seg-eval", description=__doc__.split("\n\n")[0])
     add_engine_arguments(parser)
@@ -95,8 +86,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--split",
         default="val",
-        type=split_spec,
-        help=f"{', '.join(SPLITS)}, several joined by '+', then optionally @DRIVE or -DRIVE (e.g. train@0006R0)",
+        type=split_argument,
+        help=SPLIT_HELP,
     )
     parser.add_argument(
         "--scales",

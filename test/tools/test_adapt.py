@@ -129,6 +129,14 @@ def test_a_newer_teacher_of_the_same_size_is_joined_anew_and_the_old_one_removed
     assert list(cache.iterdir()) == [second]
 
 
+def test_the_labeled_batches_can_leave_the_adapted_drive_out():
+    """A development loop adapts to a CamVid training drive as to a new one: its labels never enter the mix."""
+    args = SimpleNamespace(data=None, source_split="train+val-0006R0", source_limit=None)
+    dataset, weights = adapt.source_dataset(args, (64, 96), seed=0)
+    assert len(dataset) == 367 + 101 - 101 and not any(s.name.startswith("0006R0_") for s in dataset.samples)
+    assert weights.shape == (11,)
+
+
 def test_several_teachers_are_averaged(drive, tiny_checkpoint, tmp_path):
     main([str(drive), "--out", str(tmp_path), "--checkpoint", str(tiny_checkpoint),
           "--teacher", str(tiny_checkpoint), str(tiny_checkpoint), *QUICK])  # fmt: skip
