@@ -4,8 +4,8 @@
 # distillation ablation (none, pixel, cwd, both) at equal epochs, then pack what came out for the trip back.
 # PLAN=teacher-dev runs two teacher recipes on a held-out drive instead of the benches and the ablation.
 #
-# Here, once:   python scripts/pack_camvid.py --out .gpu_data/camvid --splits train val   (16.8 MB: the tree and
-#               it must stay under the 64 MiB that travel, see its --quality)
+# Here, once:   python scripts/pack_camvid.py --out .gpu_data/camvid --splits train val   (15.5 MB at JPEG 70;
+#               it says whether the tree and it fit the 64 MiB that travel, and exits 1 if not)
 # Device call:  bash scripts/gpu_session.sh            (carry [".gpu_data"], timeout_s 590)
 # Smoke on CPU: SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/gpu bash scripts/gpu_session.sh
 #               with the device's Python 3.12 and torch 2.11: bash scripts/device_twin.sh
