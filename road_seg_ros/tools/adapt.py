@@ -72,15 +72,11 @@ def committed_teacher() -> Path | None:
 def join_parts(parts: list[Path], cache: Path) -> Path:
     """The parts joined into one file in ``cache``, named by their content's digest: a newer teacher of the same
     size (each session's continuation is) is joined anew, never mistaken for the one before, which is removed."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.read_bytes())
-    joined = cache / f"teacher-{digest.hexdigest()[:16]}.safetensors"
+    contents = b"".join(part.read_bytes() for part in parts)  # read once, for the digest and, if new, the file
+    joined = cache / f"teacher-{hashlib.sha256(contents).hexdigest()[:16]}.safetensors"
     if not joined.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        with open(joined.with_suffix(".tmp"), "wb") as out:
-            for part in parts:
-                out.write(part.read_bytes())
+        joined.with_suffix(".tmp").write_bytes(contents)
         joined.with_suffix(".tmp").replace(joined)
         for stale in cache.glob("teacher*.safetensors"):
             if stale != joined:

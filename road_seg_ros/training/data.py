@@ -96,12 +96,11 @@ def read_split(root, split: str) -> list[Sample]:
     """The samples of a split spec (see parse_split), sorted by name (drive, then time)."""
     spec = parse_split(split)
     root = camvid_root(root)
-    samples = []
-    for name in spec.names:
-        samples += [sample for sample in _read_list(root, name) if spec.selects(sample)]
+    listed = [sample for name in spec.names for sample in _read_list(root, name)]
+    samples = [sample for sample in listed if spec.selects(sample)]
     if not samples:
         raise DataError(f"split {split!r} has no frames: no drive {spec.drive!r} in {'+'.join(spec.names)}")
-    if spec.drive and len(samples) == sum(len(_read_list(root, name)) for name in spec.names):
+    if len(samples) == len(listed) and spec.drive:
         raise DataError(f"split {split!r} leaves nothing out: no drive {spec.drive!r} in {'+'.join(spec.names)}")
     return sorted(samples, key=lambda s: s.name)
 
