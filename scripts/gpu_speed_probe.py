@@ -33,6 +33,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from road_seg_ros.core.backends import LabelsNet  # noqa: E402
 from road_seg_ros.core.checkpoint import load_checkpoint  # noqa: E402
+from road_seg_ros.core.device_pipeline import _Graphed  # noqa: E402
 from road_seg_ros.models import fuse_conv_bn  # noqa: E402
 from road_seg_ros.models.blocks import AsymmetricResidualBlock  # noqa: E402
 from road_seg_ros.tools.bench import parse_size  # noqa: E402
@@ -139,27 +140,22 @@ def build(base: nn.Module, variant: str, device, dtype) -> tuple[nn.Module, torc
 
 
 class Graphed:
-    """The network captured in one CUDA graph at its first call (as the engine runs it), replayed after."""
+    """The network in one CUDA graph per input shape, captured by the engine's own capture (warm-up runs on a
+    side stream, then the graph; eager if capture fails), replayed after: timed as the engine runs it."""
 
     def __init__(self, net):
-        self.net, self.graph, self.shape = net, None, None
+        self.net, self.shape = net, None
 
     def __call__(self, batch):
         if self.shape != batch.shape:
-            self.shape = batch.shape
-            self.input = batch.clone()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    self.net(self.input)
-            torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.output = self.net(self.input)
+            self.shape, self.input = batch.shape, batch.clone()
+            self.run = _Graphed(self._step, use_graph=True)
         self.input.copy_(batch)
-        self.graph.replay()
+        self.run()
         return self.output
+
+    def _step(self):
+        self.output = self.net(self.input)
 
 
 def time_forward(net, batch, iterations: int, warmup: int) -> tuple[float, torch.Tensor, float]:
