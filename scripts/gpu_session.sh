@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# One GPU session as one prepared run (issue 14): verify the CUDA path, measure the engine end to end without and
-# with torch.compile in the same call, probe one more way to run the depthwise convolutions, then the four-way
-# distillation ablation (none, pixel, cwd, both) at equal epochs, then pack what came out for the trip back.
-# PLAN=teacher-dev runs two teacher recipes on a held-out drive instead of the benches and the ablation.
+# One GPU session as one prepared run (issue 14): verify the CUDA path, then PLAN=teacher-dev (the default since
+# the third session): two teacher recipes on a held-out drive. PLAN=ablation instead measures the engine end to
+# end without and with torch.compile in the same call, probes the network's variants, and runs the four-way
+# distillation ablation (none, pixel, cwd, both) at equal epochs. Either way, what came out is packed for the trip
+# back.
 #
 # Here, once:   python scripts/pack_camvid.py --out .gpu_data/camvid --splits train val   (15.5 MB at JPEG 70;
-#               it says whether the tree and it fit the 64 MiB that travel, and exits 1 if not)
+#               it says whether the tree and it fit what travels, and exits 1 if not: since the third session
+#               they do not, so move bags/camvid_seq05vd.mcap and models/dev/ out of the checkout for the calls
+#               and back after; no step here reads them)
 # Device call:  bash scripts/gpu_session.sh            (carry [".gpu_data"], timeout_s 590)
 # Smoke on CPU: SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/gpu bash scripts/gpu_session.sh
 #               with the device's Python 3.12 and torch 2.11: bash scripts/device_twin.sh
@@ -20,6 +23,9 @@
 #   next step, so it is off by default.
 # - At an equal time budget the distilled students ran 16% fewer epochs than `none` (the teacher's forward) and
 #   lost; this ablation compares them at equal epochs (STUDENT_EPOCHS), as the issue's "everything else equal".
+# - The third session ran it at 25 epochs: distillation lost by about 1 point there too (the teacher has
+#   memorised the frames it distils on), and the speed targets were met (cuda_compile, benchmarks/README.md). So
+#   what is left is the teacher's recipe for unseen drives: teacher-dev is the default plan now.
 set -uo pipefail
 shopt -s nullglob
 OUT=${OUT:?set OUT to the folder whose files come back}
@@ -31,10 +37,10 @@ DATA=${DATA:-.gpu_data/camvid}
 DEADLINE=${DEADLINE:-570}  # seconds from the start, packing included
 TEACHER_MIN=${TEACHER_MIN:-0}
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-25}
-# PLAN=ablation (the default): the benches, then the students. PLAN=teacher-dev: two teacher recipes on a held-out
+# PLAN=ablation: the benches, then the students. PLAN=teacher-dev (the default): two teacher recipes on a held-out
 # drive instead (below), TEACHER_DEV_MIN each; B is A with TEACHER_B's --set overrides (photometric: the unseen
 # test drive Seq05VD differs from the training drives in light and colour more than in layout).
-PLAN=${PLAN:-ablation}
+PLAN=${PLAN:-teacher-dev}
 TEACHER_DEV_MIN=${TEACHER_DEV_MIN:-3.7}
 TEACHER_B=${TEACHER_B:---set jitter=0.4 --set hue_degrees=15 --set gamma_range=[0.6,1.6] --set noise_std=6}
 EXTRA=()
@@ -119,7 +125,7 @@ bench() {  # bench NAME [flags]: $OUT/NAME.json and .md
     --markdown "$OUT/$name.md" > "$RUNS/$name.log" 2>&1 ||
     { echo "bench $name failed or timed out:"; tail -n 20 "$RUNS/$name.log"; } >> "$OUT/verify.txt"
 }
-bench gpu
+bench gpu --no-cuda-compile
 bench gpu_compiled --models student --cuda-compile
 
 # 3. The probe, CUDA graphs in every row: whether the depthwise convolutions as shifted sums (fused by the

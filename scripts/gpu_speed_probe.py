@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from road_seg_ros.core.backends import LabelsNet  # noqa: E402
 from road_seg_ros.core.checkpoint import load_checkpoint  # noqa: E402
 from road_seg_ros.core.device_pipeline import _Graphed  # noqa: E402
-from road_seg_ros.models import fuse_conv_bn  # noqa: E402
+from road_seg_ros.models import fuse_conv_bn, shift_depthwise  # noqa: E402
 from road_seg_ros.models.blocks import AsymmetricResidualBlock  # noqa: E402
 from road_seg_ros.tools.bench import parse_size  # noqa: E402
 
@@ -46,6 +46,7 @@ VARIANTS = (
     "compile",
     "channels_last+graph",
     "compile+graph",
+    "compile+shifts+graph",
 )
 
 
@@ -89,39 +90,6 @@ def fuse_depthwise_pairs(net: nn.Module) -> nn.Module:
         if isinstance(module, AsymmetricResidualBlock):
             module.local = DepthwisePair(*module.local)
             module.context = DepthwisePair(*module.context)
-    return net
-
-
-class ShiftedDepthwise(nn.Module):
-    """A folded depthwise k x 1 or 1 x k convolution as the sum of k shifted copies of its input, each scaled per
-    channel: elementwise arithmetic, which torch.compile fuses into one kernel (with what follows it), where
-    cuDNN runs its slow grouped kernel for a non-square depthwise convolution."""
-
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        self.axis = 2 if conv.kernel_size[0] > 1 else 3
-        self.dilation, self.padding = conv.dilation[self.axis - 2], conv.padding[self.axis - 2]
-        channels = conv.out_channels
-        # k x C x 1 x 1: each tap broadcasts over the N x C x H x W input (4-D, so channels_last can convert it)
-        self.register_buffer("taps", conv.weight.detach().reshape(channels, -1).t().reshape(-1, channels, 1, 1))
-        self.register_buffer("bias", conv.bias.detach().reshape(1, channels, 1, 1))
-
-    def forward(self, x):
-        pad = (0, 0, self.padding, self.padding) if self.axis == 2 else (self.padding, self.padding, 0, 0)
-        padded, length = F.pad(x, pad), x.shape[self.axis]
-        out = self.bias
-        for index, tap in enumerate(self.taps):
-            out = out + tap * padded.narrow(self.axis, index * self.dilation, length)
-        return out
-
-
-def shift_depthwise(net: nn.Module) -> nn.Module:
-    """Every folded non-square depthwise convolution as ShiftedDepthwise (in place)."""
-    for module in net.modules():
-        for name, child in module.named_children():
-            square = isinstance(child, nn.Conv2d) and child.kernel_size[0] == child.kernel_size[1]
-            if isinstance(child, nn.Conv2d) and not square and child.groups == child.in_channels == child.out_channels:
-                setattr(module, name, ShiftedDepthwise(child))
     return net
 
 

@@ -25,8 +25,9 @@ def main():
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--splits", nargs="+", default=["train", "val"])
     # 70: all that travels to the device (the tracked tree, 51.1 MB with the teacher's 34.4 MB and the demo
-    # bag's 10.2 MB, and this folder) must stay under 64 MiB: train+val is 15.5 MB at 70 (63.5 MiB in all),
-    # 16.8 MB at 75, 18.7 MB at 80, 36.0 MB at 95. The total is printed, and over the limit it says so.
+    # bag's 10.2 MB, and this folder) must stay under the device's limit (CARRY_LIMIT_BYTES): train+val is
+    # 15.5 MB at 70, 16.8 MB at 75, 18.7 MB at 80, 36.0 MB at 95. The total is printed, and over the limit it
+    # says so.
     parser.add_argument("--quality", type=int, default=70)
     args = parser.parse_args()
     root = camvid_root(args.data)
@@ -45,13 +46,19 @@ def main():
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"packed {', '.join(args.splits)} into {args.out}: {size / 2**20:.1f} MiB")
     tree = tracked_bytes()
-    total = (tree + size) / 2**20
-    verdict = "fits" if total < CARRY_LIMIT_MIB else "OVER the limit: pack with a lower --quality"
-    print(f"with the tracked tree ({tree / 2**20:.1f} MiB): {total:.1f} MiB of {CARRY_LIMIT_MIB} travel: {verdict}")
-    return 0 if total < CARRY_LIMIT_MIB else 1
+    total = tree + size
+    fits = total < CARRY_LIMIT_BYTES
+    aside = " and ".join(NOT_ON_DEVICE)
+    verdict = "fits" if fits else f"OVER the limit: move {aside} aside for the call, or lower --quality"
+    limit = CARRY_LIMIT_BYTES / 1e6
+    print(f"with the tracked tree ({tree / 1e6:.1f} MB): {total / 1e6:.1f} MB of {limit:.0f} travel: {verdict}")
+    return 0 if fits else 1
 
 
-CARRY_LIMIT_MIB = 64  # the device tool's limit on the working tree plus carried paths
+# The device tool says 64 MiB, but refused 66.6 MB (63.5 MiB) of tree and data in the third session and took
+# 54.2 MB: counted as 64 MB, or with some overhead per file, so this check counts 64 million bytes.
+CARRY_LIMIT_BYTES = 64_000_000
+NOT_ON_DEVICE = ("bags/camvid_seq05vd.mcap", "models/dev/")  # tracked, read by no device step
 
 
 def tracked_bytes() -> int:

@@ -1,6 +1,6 @@
 """Networks: the real-time student and the DeepLabV3+ teacher, built from a plain config dict."""
 
-from .blocks import AsymmetricPyramid, CoordinateAttention, fuse_conv_bn
+from .blocks import AsymmetricPyramid, CoordinateAttention, ShiftedDepthwise, fuse_conv_bn, shift_depthwise
 from .student import RoadSegStudent, StudentConfig, student_config
 from .teacher import DeepLabV3Plus, TeacherConfig, teacher_config
 
@@ -9,11 +9,13 @@ __all__ = [
     "CoordinateAttention",
     "DeepLabV3Plus",
     "RoadSegStudent",
+    "ShiftedDepthwise",
     "StudentConfig",
     "TeacherConfig",
     "build_model",
     "fuse_conv_bn",
     "resolve_architecture",
+    "shift_depthwise",
 ]
 
 

@@ -140,3 +140,45 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
             module[0] = fuse_conv_bn_eval(module[0], module[1])
             module[1] = nn.Identity()
     return model
+
+
+class ShiftedDepthwise(nn.Module):
+    """A depthwise k x 1 or 1 x k convolution (stride 1) as the sum of k shifted copies of its input, each scaled per
+    channel: elementwise arithmetic, which torch.compile fuses into one kernel (with what follows it), where
+    cuDNN runs its slow grouped kernel for a non-square depthwise convolution."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, device=conv.weight.device)
+        self.axis = 2 if conv.kernel_size[0] > 1 else 3
+        self.dilation, self.padding = conv.dilation[self.axis - 2], conv.padding[self.axis - 2]
+        channels = conv.out_channels
+        # k x C x 1 x 1: each tap broadcasts over the N x C x H x W input (4-D, so channels_last can convert it)
+        self.register_buffer("taps", conv.weight.detach().reshape(channels, -1).t().reshape(-1, channels, 1, 1))
+        self.register_buffer("bias", bias.detach().reshape(1, channels, 1, 1))
+
+    def forward(self, x):
+        pad = (0, 0, self.padding, self.padding) if self.axis == 2 else (self.padding, self.padding, 0, 0)
+        padded, length = F.pad(x, pad), x.shape[self.axis]
+        out = self.bias
+        for index, tap in enumerate(self.taps):
+            out = out + tap * padded.narrow(self.axis, index * self.dilation, length)
+        return out
+
+
+def _non_square_depthwise(module: nn.Module) -> bool:
+    if not isinstance(module, nn.Conv2d) or module.stride != (1, 1) or 1 not in module.kernel_size:
+        return False
+    return module.kernel_size != (1, 1) and module.groups == module.in_channels == module.out_channels
+
+
+def shift_depthwise(net: nn.Module) -> nn.Module:
+    """Every non-square depthwise convolution as ShiftedDepthwise (in place), for torch.compile on a GPU.
+
+    Measured on an H100 (benchmarks/gpu_probe_h100.md), the student compiled and in a CUDA graph: 3.51 ms a
+    720x960 frame with cuDNN's depthwise kernel, 0.72 ms with these (4.87x), labels 99.97% the same."""
+    for module in net.modules():
+        for name, child in module.named_children():
+            if _non_square_depthwise(child):
+                setattr(module, name, ShiftedDepthwise(child))
+    return net

@@ -108,9 +108,11 @@ class RoadSegNode(Node):
         )
 
     def _warm_up(self, cameras: int) -> float:
-        """Runs every batch size the cameras can make, off the first frames' clock (OpenVINO compiles the model for
-        each size on first use: seconds, in which a camera's frames would be dropped); the time one frame took."""
+        """Runs every batch size the cameras can make, off the first frames' clock (OpenVINO and torch.compile
+        compile the model for each size on first use: seconds, in which a camera's frames would be dropped); the
+        time one frame took once compiled."""
         frame = np.zeros((*self.engine.input_size, 3), np.uint8)
+        self.engine.segment(frame)
         started = time.perf_counter()
         self.engine.segment(frame)
         one_frame_s = time.perf_counter() - started

@@ -67,7 +67,7 @@ class Config:
     camera_rate: float = 15.0  # frames per second per camera
     camera_seconds: float = 30.0  # measured time per setup
     batch: int = 0  # N > 1: each student engine also on one frame against a batch of N frames
-    cuda_compile: bool = False  # EngineOptions.cuda_compile for every engine
+    cuda_compile: bool = EngineOptions.cuda_compile  # for every engine, baselines too
 
 
 # One thread: the smoke run shares the CPU with other tests, where two OpenMP threads wait on each other.
@@ -519,7 +519,10 @@ def parse_args(argv=None):
         "--batch", type=whole_number(1), metavar="N", help="also each student engine on one frame against a batch of N"
     )
     parser.add_argument(
-        "--cuda-compile", action="store_true", help="torch.compile every network that runs on CUDA (EngineOptions)"
+        "--cuda-compile",
+        action=argparse.BooleanOptionalAction,
+        default=Config.cuda_compile,
+        help="torch.compile every network that runs on CUDA (default: EngineOptions')",
     )
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, help="write the report as Markdown (default: print it)")

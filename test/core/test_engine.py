@@ -13,6 +13,7 @@ from road_seg_ros.core.frames import synthetic_frames
 from road_seg_ros.core.openvino_backend import cpu_runs
 from road_seg_ros.core.options import EngineError, EngineOptions, default_checkpoint
 from road_seg_ros.core.preprocess import Normalize
+from road_seg_ros.models import ShiftedDepthwise
 
 INPUT_SIZE = (96, 128)  # height, width: small, so each frame takes milliseconds
 MIN_AGREEMENT = 0.995
@@ -144,12 +145,13 @@ def test_device_pipeline_on_cpu_gives_the_host_labels_colours_and_overlay(refere
         assert set(result.timings_ms) == {"preprocess", "inference", "postprocess", "total"}
 
 
-def eager_compile(calls):
+def eager_compile(calls, compiled_modules):
     """torch.compile with its eager backend (dynamo traces the network; no C or Triton compiler runs, so the test
-    takes seconds), counting the compiled calls."""
+    takes seconds), counting the compiled calls and keeping the modules it was given."""
     compile_for_real = torch.compile
 
     def compile(net, **options):
+        compiled_modules.extend(net.modules())
         compiled = compile_for_real(net, backend="eager", **options)
 
         def call(batch):
@@ -162,9 +164,11 @@ def eager_compile(calls):
 
 
 def test_the_compiled_network_runs_the_device_pipeline_and_gives_the_same_labels(reference, monkeypatch):
-    calls = []
-    monkeypatch.setattr(torch, "compile", eager_compile(calls))
+    calls, compiled_modules = [], []
+    monkeypatch.setattr(torch, "compile", eager_compile(calls, compiled_modules))
     runner = TorchDeviceRunner(reference.model, torch.device("cpu"), torch.float32, compiled=True)
+    assert any(isinstance(module, ShiftedDepthwise) for module in compiled_modules)  # the compiler gets shifted sums
+    assert not any(isinstance(module, ShiftedDepthwise) for module in runner.net.modules())  # eager keeps cuDNN's
     pipeline = DevicePipeline(runner, INPUT_SIZE, reference.info.mean, reference.info.std, reference.color_table)
     for frame in frames(SHRINK_SIZES[:2]):
         result = pipeline.run(frame, with_color=False, with_overlay=False, alpha=0.5)

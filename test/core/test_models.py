@@ -4,14 +4,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_student_with_statistics
 
 from road_seg_ros.core.checkpoint import CheckpointError, ModelInfo, load_checkpoint, read_info, save_checkpoint
 from road_seg_ros.models import (
     AsymmetricPyramid,
     CoordinateAttention,
+    ShiftedDepthwise,
     build_model,
     fuse_conv_bn,
     resolve_architecture,
+    shift_depthwise,
 )
 from road_seg_ros.models.blocks import AsymmetricResidualBlock, Downsample
 
@@ -129,3 +132,19 @@ def test_the_shipped_checkpoint_is_the_wide_size():
     shipped = read_info(Path(__file__).resolve().parents[2] / "models" / "student.safetensors").arch
     wide = resolve_architecture({"name": "student", "size": "wide", "aux_head": True})
     assert shipped == {name: list(value) if isinstance(value, tuple) else value for name, value in wide.items()}
+
+
+def test_depthwise_convolutions_as_shifted_sums_give_the_same_logits():
+    net = fuse_conv_bn(tiny_student_with_statistics())
+    shifted = shift_depthwise(fuse_conv_bn(tiny_student_with_statistics()))
+    replaced = [module for module in shifted.modules() if isinstance(module, ShiftedDepthwise)]
+    assert len(replaced) == 4 * (2 + 4) and {module.axis for module in replaced} == {2, 3}
+    assert not any(  # the pyramid's full 3x1 / 1x3 convolutions and the decoder's square depthwise one stay
+        isinstance(module, torch.nn.Conv2d) and module.kernel_size in ((3, 1), (1, 3)) and module.groups > 1
+        for module in shifted.modules()
+    )
+    with torch.no_grad():
+        for size in [(64, 96), (40, 72)]:
+            frame = torch.randn(2, 3, *size)
+            expected, got = net(frame)["out"], shifted(frame)["out"]
+            assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
