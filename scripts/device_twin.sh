@@ -22,10 +22,19 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
 OUT=$(mktemp -d)
-RUNS="$OUT/runs" SMOKE=1 TEACHER_MIN=0.1 PYTHON="$VENV/bin/python" OUT="$OUT/back" bash scripts/gpu_session.sh > "$OUT/session.log" 2>&1
+# Both plans: ablation (benches, probe, a teacher continued, four students), then teacher-dev (the default).
+RUNS="$OUT/runs" SMOKE=1 TEACHER_MIN=0.1 PLAN=ablation PYTHON="$VENV/bin/python" OUT="$OUT/back" \
+  bash scripts/gpu_session.sh > "$OUT/session.log" 2>&1
 cat "$OUT/back/verify.txt"
 ls "$OUT/back"
 grep -q "^| student | torch |" "$OUT/back/gpu.md" && grep -q "^| student | torch |" "$OUT/back/gpu_compiled.md" &&
   grep -q "^| nchw+pairs |" "$OUT/back/probe.md" &&
   ls "$OUT"/back/teacher_fp16.safetensors.part00 > /dev/null &&
-  [ "$(tar tzf "$OUT/back/results.tar.gz" | grep -c 'student_.*/best.safetensors')" = 4 ] && echo "device twin: the GPU session's smoke run passed ($OUT)"
+  [ "$(tar tzf "$OUT/back/results.tar.gz" | grep -c 'student_.*/best.safetensors')" = 4 ] &&
+  echo "device twin: the GPU session's ablation plan passed ($OUT)"
+RUNS="$OUT/runs_dev" SMOKE=1 PYTHON="$VENV/bin/python" OUT="$OUT/back_dev" \
+  bash scripts/gpu_session.sh > "$OUT/session_dev.log" 2>&1
+ls "$OUT/back_dev"
+ls "$OUT"/back_dev/teacher_fp16.safetensors.part00 > /dev/null &&
+  [ "$(tar tzf "$OUT/back_dev/results.tar.gz" | grep -c 'teacher_[AB]\.log$')" = 2 ] &&
+  echo "device twin: the GPU session's default plan (teacher-dev) passed ($OUT)"
