@@ -114,12 +114,13 @@ class TorchDeviceRunner:
 
     def __init__(self, net: nn.Module, device: torch.device, dtype: torch.dtype, compiled: bool = False):
         self.device, self.dtype = device, dtype
-        self.net = LabelsNet(net).to(device, dtype, memory_format=torch.channels_last).eval()
+        self.net = self._on_device(net)
         self.compiled = None
-        if compiled:
-            shifted = LabelsNet(shift_depthwise(copy.deepcopy(net)))
-            self.compiled = torch.compile(shifted.to(device, dtype, memory_format=torch.channels_last).eval(),
-                                          dynamic=False)  # fmt: skip
+        if compiled:  # the eager network stays as it is, for the fallback below
+            self.compiled = torch.compile(self._on_device(shift_depthwise(copy.deepcopy(net))), dynamic=False)
+
+    def _on_device(self, net: nn.Module) -> nn.Module:
+        return LabelsNet(net).to(self.device, self.dtype, memory_format=torch.channels_last).eval()
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:

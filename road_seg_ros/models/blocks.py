@@ -167,9 +167,11 @@ class ShiftedDepthwise(nn.Module):
 
 
 def _non_square_depthwise(module: nn.Module) -> bool:
-    if not isinstance(module, nn.Conv2d) or module.stride != (1, 1) or 1 not in module.kernel_size:
+    """A depthwise k x 1 or 1 x k convolution of stride 1: what ShiftedDepthwise replaces."""
+    if not isinstance(module, nn.Conv2d):
         return False
-    return module.kernel_size != (1, 1) and module.groups == module.in_channels == module.out_channels
+    one_by_k = min(module.kernel_size) == 1 < max(module.kernel_size)
+    return one_by_k and module.stride == (1, 1) and module.groups == module.in_channels == module.out_channels
 
 
 def shift_depthwise(net: nn.Module) -> nn.Module:
