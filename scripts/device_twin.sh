@@ -38,3 +38,14 @@ ls "$OUT/back_dev"
 ls "$OUT"/back_dev/teacher_fp16.safetensors.part00 > /dev/null &&
   [ "$(tar tzf "$OUT/back_dev/results.tar.gz" | grep -c 'teacher_[AB]\.log$')" = 2 ] &&
   echo "device twin: the GPU session's default plan (teacher-dev) passed ($OUT)"
+# PLAN=node: rclpy from the Python 3.12 wheels that travel (.whl/, python scripts/pack_ros_wheels.py), the node
+# and two cameras (four on the GPU) on the CPU.
+if ls .whl/ros_rclpy-*-cp312-*.whl > /dev/null 2>&1; then
+  RUNS="$OUT/runs_node" SMOKE=1 PLAN=node ROS_VENV="$OUT/ros-venv" PYTHON="$VENV/bin/python" OUT="$OUT/back_node" \
+    bash scripts/gpu_session.sh > "$OUT/session_node.log" 2>&1
+  ls "$OUT/back_node"
+  grep -q "^| 64x96 |" "$OUT/back_node/gpu_node.md" && grep -q "cameras" "$OUT/back_node/cameras_gpu.md" &&
+    echo "device twin: the GPU session's node plan passed ($OUT)"
+else
+  echo "device twin: no .whl/ros_rclpy-*-cp312-*.whl: the node plan not run (python scripts/pack_ros_wheels.py)"
+fi

@@ -2,14 +2,17 @@
 # One GPU session as one prepared run (issue 14): verify the CUDA path, then PLAN=teacher-dev (the default since
 # the third session): two teacher recipes on a held-out drive. PLAN=ablation instead measures the engine end to
 # end without and with torch.compile in the same call, probes the network's variants, and runs the four-way
-# distillation ablation (none, pixel, cwd, both) at equal epochs. Either way, what came out is packed for the trip
-# back.
+# distillation ablation (none, pixel, cwd, both) at equal epochs. PLAN=node measures the ROS 2 node with its engine
+# on CUDA, which no session has yet (a call of about 5 min, with the ROS 2 wheels carried instead of the data).
+# Whatever the plan, what came out is packed for the trip back.
 #
 # Here, once:   python scripts/pack_camvid.py --out .gpu_data/camvid --splits train val   (15.5 MB at JPEG 70;
 #               it says whether the tree and it fit what travels, and exits 1 if not: since the third session
 #               they do not, so move bags/camvid_seq05vd.mcap and models/dev/ out of the checkout for the calls
 #               and back after; no step here reads them)
 # Device call:  bash scripts/gpu_session.sh            (carry [".gpu_data"], timeout_s 590)
+# PLAN=node:    here once, python scripts/pack_ros_wheels.py (.whl/); move models/teacher/ aside as well;
+#               device call: PLAN=node bash scripts/gpu_session.sh   (carry [".whl"], timeout_s 590)
 # Smoke on CPU: SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/gpu bash scripts/gpu_session.sh
 #               with the device's Python 3.12 and torch 2.11: bash scripts/device_twin.sh
 # Back here: final val and test numbers come from road-seg-eval on the original PNGs, never on the device. A
@@ -47,11 +50,16 @@ EXTRA=()
 BENCH=(--device cuda --precisions fp16 --sizes 360x480 720x960 --batch 4 --seconds-per-case 4)
 PROBE=(--variants channels_last+graph compile+graph compile+shifts+graph --json "$OUT/probe.json"
        --markdown "$OUT/probe.md")
+NODE_BENCH=(--device cuda --precisions fp16 --models student --sizes 360x480 720x960 --node 360x480 720x1280
+            --seconds-per-case 4)
+CAMERAS_BENCH=(--device cuda --node 480x640 --cameras 4 --rate 15 --duration 30)
 if [ -n "${SMOKE:-}" ]; then
   EXTRA=(--device cpu --set limit=4 --set val_limit=2 --set "crop_size=[128,160]" --set batch_size=2)
   BENCH=(--smoke --batch 2)
   STUDENT_EPOCHS=1
   TEACHER_DEV_MIN=0.05
+  NODE_BENCH=(--smoke --node 64x96)
+  CAMERAS_BENCH=(--smoke --node 64x96 --cameras 2 --rate 5 --duration 2)
   PROBE=(--device cpu --sizes 64x96 --iterations 2 --warmup 1 --variants channels_last nchw+pairs --json
          "$OUT/probe.json" --markdown "$OUT/probe.md")
 fi
@@ -92,6 +100,35 @@ stage "verify"
   "$PYTHON" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
   timeout 90 "$PYTHON" -m pytest --noconftest -o addopts="" -p no:cacheprovider -q test/core/test_engine.py -k cuda
 } > "$OUT/verify.txt" 2>&1
+
+if [ "$PLAN" = node ]; then
+  # 2''. The node's own overhead with its engine on CUDA, over real DDS on the machine's localhost, then four
+  #      cameras in one node against four nodes. rclpy and the message packages travel as Python 3.12 wheels in
+  #      .whl/ (python scripts/pack_ros_wheels.py; carry [".whl"] instead of .gpu_data, with models/teacher/ moved
+  #      aside too). The node runs as `python -m road_seg_ros.ros.node` (PYTHONPATH): nothing of ours is installed.
+  stage "ROS 2 wheels"
+  # A venv of their own that also sees the machine's packages (torch): the wheels keep their venv layout (their
+  # libraries under its lib/, found by their bootstrap .pth), which `pip install --target` would not.
+  ROS_VENV=${ROS_VENV:-/tmp/ros-venv}
+  if "$PYTHON" -m venv --without-pip "$ROS_VENV" &&
+      "$PYTHON" -c "import site; print(site.getsitepackages()[0])" > "$("$ROS_VENV/bin/python" -c \
+        "import sysconfig; print(sysconfig.get_path('purelib'))")/device_python.pth" &&
+      "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --prefix "$ROS_VENV" .whl/*.whl \
+        > "$RUNS/ros_wheels.log" 2>&1; then
+    PYTHON=$ROS_VENV/bin/python
+    stage "node overhead ${NODE_BENCH[*]}"
+    timeout 240 "$PYTHON" -m road_seg_ros.tools.bench "${NODE_BENCH[@]}" --json "$OUT/gpu_node.json" \
+      --markdown "$OUT/gpu_node.md" > "$RUNS/gpu_node.log" 2>&1 ||
+      { echo "node bench failed or timed out:"; tail -n 30 "$RUNS/gpu_node.log"; } >> "$OUT/verify.txt"
+    stage "cameras ${CAMERAS_BENCH[*]}"
+    timeout 200 "$PYTHON" -m road_seg_ros.tools.bench "${CAMERAS_BENCH[@]}" --json "$OUT/cameras_gpu.json" \
+      --markdown "$OUT/cameras_gpu.md" > "$RUNS/cameras_gpu.log" 2>&1 ||
+      { echo "cameras bench failed or timed out:"; tail -n 30 "$RUNS/cameras_gpu.log"; } >> "$OUT/verify.txt"
+  else
+    { echo "the ROS 2 wheels did not install:"; tail -n 20 "$RUNS/ros_wheels.log"; } >> "$OUT/verify.txt"
+  fi
+  exit 0
+fi
 
 if [ "$PLAN" = teacher-dev ]; then
   # 2'. Two teacher recipes from scratch, one after the other, on every labeled frame but drive 0006R0's, each

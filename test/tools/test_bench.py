@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +162,13 @@ def test_cameras_through_one_node_against_one_node_each(tiny_checkpoint):
     assert "| one node, 2 cameras | cam1 | 10 |" in text and "| 2 nodes, one camera each | 2 |" in text
     assert "CPU ms per answered frame" in text
     assert "- 96x128: one node serves 2 cameras with less CPU time and memory than 2 nodes" in text
+
+
+def test_the_gpu_session_asks_the_bench_only_for_what_it_accepts():
+    # PLAN=node spends a device call on these: a flag the bench refuses would lose that call.
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "gpu_session.sh").read_text()
+    asked = re.findall(r"^\s*(?:NODE|CAMERAS)_BENCH=\((.*?)\)$", script, flags=re.MULTILINE | re.DOTALL)
+    assert len(asked) == 4  # node and cameras, for the device and for the smoke run
+    for words in asked:
+        config = config_from_args(parse_args(shlex.split(words)))
+        assert config.node_sizes, words
