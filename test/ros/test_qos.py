@@ -6,6 +6,7 @@ The reliable camera has no DDS profile (Fast DDS defaults); the best-effort one 
 advises: without it, Fast DDS loses most best-effort frames of 640x480 and up (benchmarks/dds_delivery.md).
 """
 
+import itertools
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ SUBSCRIBERS = {  # RViz's and `ros2 topic echo`'s default; a sensor-data subscri
     "best_effort": qos_profile_sensor_data,
 }
 REPLY_TIMEOUT_S = 60.0
+PROBE_PERIOD_S = 0.3
 
 
 class Camera:
@@ -100,6 +102,10 @@ def with_frame_id(frame_id: str):
     return lambda msg: msg.header.frame_id == frame_id
 
 
+def is_probe(msg) -> bool:
+    return msg.header.frame_id.startswith("probe_")
+
+
 def replies_to(node, inboxes, frame_id: str) -> dict:
     """Every subscriber's reply to ``frame_id``; on a timeout, which ones had it, and the node's log."""
     try:
@@ -111,6 +117,20 @@ def replies_to(node, inboxes, frame_id: str) -> dict:
         raise AssertionError(
             f"{frame_id}: {error}; replies from {got or 'none'}; node log:\n{node.log_tail()}"
         ) from None
+
+
+def until_every_subscriber_hears(camera, node, inboxes, timeout: float = REPLY_TIMEOUT_S) -> None:
+    """Sends small probe frames until every subscriber has had a reply to one. The node's outputs match this
+    process's subscribers in their own time (discovery), and a reliable output sent before then is not kept
+    for them (volatile): only afterwards can a frame sent once be required to reach every one of them."""
+    deadline = time.monotonic() + timeout
+    for attempt in itertools.count():
+        deaf = [f"{name}/{kind}" for (name, kind), inbox in inboxes.items() if not inbox.count(is_probe)]
+        if not deaf:
+            return
+        assert time.monotonic() < deadline, f"no probe reply reached {deaf}; node log:\n{node.log_tail()}"
+        camera.send(64, 48, attempt, f"probe_{attempt}")
+        time.sleep(PROBE_PERIOD_S)
 
 
 def input_reliabilities(ros, node, expected=None, timeout: float = 60.0) -> set:
@@ -133,6 +153,7 @@ def test_a_reliable_camera_is_heard_reliably_and_every_frame_reaches_both_kinds_
     camera = start_camera("reliable")  # no DDS profile; ready: the node's input is reliable now, whatever it was
     reliable = {ReliabilityPolicy.RELIABLE}
     assert input_reliabilities(ros, node, reliable) == reliable
+    until_every_subscriber_hears(camera, node, inboxes)
     engine = cpu_engine(tiny_checkpoint)
     for width, height in ((1280, 720), (1920, 1080)):
         for seed in range(2):  # each frame sent once: reliable, so none may be lost
