@@ -8,10 +8,10 @@
 #
 # Here, once:   python scripts/pack_camvid.py --out .gpu_data/camvid --splits train val   (15.5 MB at JPEG 70;
 #               it says whether the tree and it fit what travels, and exits 1 if not: since the third session
-#               they do not, so move bags/camvid_seq05vd.mcap and models/dev/ out of the checkout for the calls
-#               and back after; no step here reads them)
+#               they fit only without files no step here reads: python scripts/device_aside.py out --plan data
+#               moves those out of the checkout, and python scripts/device_aside.py back returns them after)
 # Device call:  bash scripts/gpu_session.sh            (carry [".gpu_data"], timeout_s 590)
-# PLAN=node:    here once, python scripts/pack_ros_wheels.py (.whl/); move models/teacher/ aside as well;
+# PLAN=node:    here once, python scripts/pack_ros_wheels.py (.whl/), then device_aside.py out --plan node;
 #               device call: PLAN=node bash scripts/gpu_session.sh   (carry [".whl"], timeout_s 590)
 # Smoke on CPU: SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/gpu bash scripts/gpu_session.sh
 #               with the device's Python 3.12 and torch 2.11: bash scripts/device_twin.sh
@@ -104,8 +104,8 @@ stage "verify"
 if [ "$PLAN" = node ]; then
   # 2''. The node's own overhead with its engine on CUDA, over real DDS on the machine's localhost, then four
   #      cameras in one node against four nodes. rclpy and the message packages travel as Python 3.12 wheels in
-  #      .whl/ (python scripts/pack_ros_wheels.py; carry [".whl"] instead of .gpu_data, with models/teacher/ moved
-  #      aside too). The node runs as `python -m road_seg_ros.ros.node` (PYTHONPATH): nothing of ours is installed.
+  #      .whl/ (python scripts/pack_ros_wheels.py; carry [".whl"] instead of .gpu_data, and device_aside.py out
+  #      --plan node first). The node runs as `python -m road_seg_ros.ros.node` (PYTHONPATH): nothing of ours is installed.
   stage "ROS 2 wheels"
   # A venv of their own that also sees the machine's packages (torch): the wheels keep their venv layout (their
   # libraries under its lib/, found by their bootstrap .pth), which `pip install --target` would not.

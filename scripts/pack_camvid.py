@@ -49,7 +49,11 @@ def main():
     total = tree + size
     fits = total < CARRY_LIMIT_BYTES
     aside = " and ".join(NOT_ON_DEVICE)
-    verdict = "fits" if fits else f"OVER the limit: move {aside} aside for the call, or lower --quality"
+    verdict = (
+        "fits"
+        if fits
+        else f"OVER the limit: move {aside} aside (python scripts/device_aside.py out), or lower --quality"
+    )
     limit = CARRY_LIMIT_BYTES / 1e6
     print(f"with the tracked tree ({tree / 1e6:.1f} MB): {total / 1e6:.1f} MB of {limit:.0f} travel: {verdict}")
     return 0 if fits else 1
