@@ -13,6 +13,8 @@
 # Device call:  bash scripts/gpu_session.sh            (carry [".gpu_data"], timeout_s 590)
 # PLAN=node:    here once, python scripts/pack_ros_wheels.py (.whl/), then device_aside.py out --plan node;
 #               device call: PLAN=node bash scripts/gpu_session.sh   (carry [".whl"], timeout_s 590)
+# Order in a 15-minute session: teacher-dev first (issues 14 and 16 both wait on a teacher for unseen roads);
+#               PLAN=node after it only if the machine is still warm and more than 6 minutes are left.
 # Smoke on CPU: SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/gpu bash scripts/gpu_session.sh
 #               with the device's Python 3.12 and torch 2.11: bash scripts/device_twin.sh
 # Back here: final val and test numbers come from road-seg-eval on the original PNGs, never on the device. A
