@@ -107,7 +107,8 @@ if [ "$PLAN" = node ]; then
   # 2''. The node's own overhead with its engine on CUDA, over real DDS on the machine's localhost, then four
   #      cameras in one node against four nodes. rclpy and the message packages travel as Python 3.12 wheels in
   #      .whl/ (python scripts/pack_ros_wheels.py; carry [".whl"] instead of .gpu_data, and device_aside.py out
-  #      --plan node first). The node runs as `python -m road_seg_ros.ros.node` (PYTHONPATH): nothing of ours is installed.
+  #      --plan node first). The node runs as `python -m road_seg_ros.ros.node` (PYTHONPATH): nothing of ours is
+  #      installed.
   stage "ROS 2 wheels"
   # A venv of their own that also sees the machine's packages (torch): the wheels keep their venv layout (their
   # libraries under its lib/, found by their bootstrap .pth), which `pip install --target` would not.
