@@ -44,7 +44,8 @@ if ls .whl/ros_rclpy-*-cp312-*.whl > /dev/null 2>&1; then
   RUNS="$OUT/runs_node" SMOKE=1 PLAN=node ROS_VENV="$OUT/ros-venv" PYTHON="$VENV/bin/python" OUT="$OUT/back_node" \
     bash scripts/gpu_session.sh > "$OUT/session_node.log" 2>&1
   ls "$OUT/back_node"
-  grep -q "^| 64x96 |" "$OUT/back_node/gpu_node.md" && grep -q "cameras" "$OUT/back_node/cameras_gpu.md" &&
+  grep -qE "^\| 64x96 \| [0-9]+ \([0-9]+\) \|" "$OUT/back_node/gpu_node.md" &&  # the node overhead row
+    grep -q "one node, 2 cameras" "$OUT/back_node/cameras_gpu.md" &&
     echo "device twin: the GPU session's node plan passed ($OUT)"
 else
   echo "device twin: no .whl/ros_rclpy-*-cp312-*.whl: the node plan not run (python scripts/pack_ros_wheels.py)"
