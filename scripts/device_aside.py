@@ -31,7 +31,7 @@ def move_out(paths) -> None:
 
 
 def move_back() -> None:
-    for path in dict.fromkeys(NOT_FOR_THE_NODE + NOT_ON_DEVICE):
+    for path in dict.fromkeys(path for paths in PLANS.values() for path in paths):
         if (ASIDE / path).exists():
             if (ROOT / path).exists():
                 sys.exit(f"device_aside: {path} is back in the checkout already; {ASIDE / path} is left as it is")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pack_camvid import CARRY_LIMIT_BYTES, NOT_ON_DEVICE, tracked_bytes
+from pack_camvid import CARRY_LIMIT_BYTES, NOT_ON_DEVICE, bytes_under, tracked_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELS = ROOT / ".whl"
@@ -39,11 +39,6 @@ def ros_requirements() -> list[str]:
     """requirements.txt's ROS 2 lines, so that the GPU machine runs the versions tested here."""
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     return [line.split("#")[0].strip() for line in lines if line.startswith("ros-")]
-
-
-def bytes_under(path: Path) -> int:
-    files = [path] if path.is_file() else path.rglob("*")
-    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 from road_seg_ros.core.backends import REGISTRY
 from road_seg_ros.core.result import STAGES
@@ -166,7 +167,7 @@ def test_cameras_through_one_node_against_one_node_each(tiny_checkpoint):
 
 def test_the_gpu_session_asks_the_bench_only_for_what_it_accepts():
     # PLAN=node spends a device call on these: a flag the bench refuses would lose that call.
-    script = (Path(__file__).resolve().parents[2] / "scripts" / "gpu_session.sh").read_text()
+    script = (REPO_ROOT / "scripts" / "gpu_session.sh").read_text()
     asked = re.findall(r"^\s*(?:NODE|CAMERAS)_BENCH=\((.*?)\)$", script, flags=re.MULTILINE | re.DOTALL)
     assert len(asked) == 4  # node and cameras, for the device and for the smoke run
     for words in asked:
