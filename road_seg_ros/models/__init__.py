@@ -1,6 +1,10 @@
-"""Networks: the real-time student and the DeepLabV3+ teacher, built from a plain config dict."""
+"""Networks, built from a plain config dict: the from-scratch student and teacher, and their pretrained
+twins on an ImageNet EfficientNet-Lite encoder."""
 
 from .blocks import AsymmetricPyramid, CoordinateAttention, ShiftedDepthwise, fuse_conv_bn, shift_depthwise
+from .efficientnet import EfficientNetLite
+from .lite_student import LiteSegStudent, LiteStudentConfig, lite_student_config
+from .lite_teacher import LiteDeepLabV3Plus, LiteTeacherConfig, lite_teacher_config
 from .student import RoadSegStudent, StudentConfig, student_config
 from .teacher import DeepLabV3Plus, TeacherConfig, teacher_config
 
@@ -8,15 +12,43 @@ __all__ = [
     "AsymmetricPyramid",
     "CoordinateAttention",
     "DeepLabV3Plus",
+    "EfficientNetLite",
+    "LiteDeepLabV3Plus",
+    "LiteSegStudent",
+    "LiteStudentConfig",
+    "LiteTeacherConfig",
     "RoadSegStudent",
     "ShiftedDepthwise",
     "StudentConfig",
     "TeacherConfig",
+    "ARCHITECTURES",
     "build_model",
     "fuse_conv_bn",
+    "input_statistics",
     "resolve_architecture",
     "shift_depthwise",
 ]
+
+# What a training role may train: the from-scratch network, or a pretrained one. A teacher may also be the
+# pretrained student's network on a larger encoder: only its accuracy matters, not its speed.
+ARCHITECTURES = {"student": ("student", "lite_student"), "teacher": ("teacher", "lite_teacher", "lite_student")}
+# Input mean and std (RGB, on [0, 1]) the pretrained encoders were trained with: (x - 0.5) / 0.5.
+PRETRAINED_STATISTICS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def _config(arch: dict):
+    arch = dict(arch)
+    name = arch.pop("name", None)
+    if name == "student":
+        return name, student_config(arch.pop("size", "small"), **arch)
+    if name == "teacher":
+        return name, teacher_config(**arch)
+    if name == "lite_student":
+        return name, lite_student_config(**arch)
+    if name == "lite_teacher":
+        return name, lite_teacher_config(**arch)
+    known = ", ".join(repr(name) for name in dict.fromkeys(n for names in ARCHITECTURES.values() for n in names))
+    raise ValueError(f"architecture name must be one of {known}, got {name!r}")
 
 
 def resolve_architecture(arch: dict) -> dict:
@@ -25,21 +57,18 @@ def resolve_architecture(arch: dict) -> dict:
     ``{"name": "student", "size": "small"}`` becomes every StudentConfig field,
     so a checkpoint rebuilds the same network even if the size presets change.
     """
-    arch = dict(arch)
-    name = arch.pop("name", None)
-    if name == "student":
-        config = student_config(arch.pop("size", "small"), **arch)
-    elif name == "teacher":
-        config = teacher_config(**arch)
-    else:
-        raise ValueError(f"architecture name must be 'student' or 'teacher', got {name!r}")
+    name, config = _config(arch)
     return {"name": name, **config.to_dict()}
 
 
 def build_model(arch: dict):
     """Builds an untrained network from an architecture spec (see resolve_architecture)."""
-    full = resolve_architecture(arch)
-    name = full.pop("name")
-    if name == "student":
-        return RoadSegStudent(student_config("small", **full))
-    return DeepLabV3Plus(teacher_config(**full))
+    name, config = _config(arch)
+    networks = {"student": RoadSegStudent, "teacher": DeepLabV3Plus, "lite_student": LiteSegStudent,
+                "lite_teacher": LiteDeepLabV3Plus}  # fmt: skip
+    return networks[name](config)
+
+
+def input_statistics(arch: dict, default):
+    """The (mean, std) a network's inputs are normalised with: its encoder's where it is pretrained."""
+    return PRETRAINED_STATISTICS if arch.get("name") in ("lite_student", "lite_teacher") else default

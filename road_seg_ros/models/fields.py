@@ -55,6 +55,21 @@ def choice(*choices):
     return check
 
 
+def subset(*choices):
+    """A list of distinct items, each one of ``choices`` (possibly empty)."""
+
+    def check(name, value):
+        ok = isinstance(value, (list, tuple)) and len(set(value)) == len(value)
+        if not ok or not all(
+            isinstance(item, int) and not isinstance(item, bool) and item in choices for item in value
+        ):
+            raise ValueError(
+                f"{name} must be a list of distinct items of {', '.join(map(str, choices))}, got {short(value)}"
+            )
+
+    return check
+
+
 def boolean(name, value):
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false, got {short(value)}")

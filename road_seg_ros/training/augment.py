@@ -61,11 +61,16 @@ class TrainAugmentation:
         self.settings = settings
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, image: np.ndarray, label: np.ndarray):
-        image, label = self._geometric(image, label)
-        return to_tensors(self._photometric(image), label)
+    def __call__(self, image: np.ndarray, label: np.ndarray, soft: np.ndarray | None = None):
+        """uint8 image and label -> tensors; ``soft`` (H x W x C, e.g. a teacher's logits) is warped alike,
+        bilinearly, and returned third as a float C x h x w tensor."""
+        image, label, soft = self._geometric(image, label, soft)
+        tensors = to_tensors(self._photometric(image), label)
+        if soft is None:
+            return tensors
+        return *tensors, torch.from_numpy(np.ascontiguousarray(soft.transpose(2, 0, 1)))
 
-    def _geometric(self, image, label):
+    def _geometric(self, image, label, soft=None):
         s, rng = self.settings, self.rng
         crop_h, crop_w = s.crop_size
         scale = rng.uniform(*s.scale_range)
@@ -76,9 +81,12 @@ class TrainAugmentation:
         matrix[:, 2] += (crop_w / 2 - centre[0], crop_h / 2 - centre[1])
         image = cv2.warpAffine(image, matrix, (crop_w, crop_h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
         label = cv2.warpAffine(label, matrix, (crop_w, crop_h), flags=cv2.INTER_NEAREST, borderValue=IGNORE_INDEX)
+        if soft is not None:
+            soft = cv2.warpAffine(soft.astype(np.float32), matrix, (crop_w, crop_h), flags=cv2.INTER_LINEAR)
         if rng.random() < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
-        return image, label
+            soft = soft[:, ::-1] if soft is not None else None
+        return image, label, soft
 
     def _crop_centre(self, label, span_h, span_w) -> tuple:
         """(x, y) in the source: on a rare-class pixel sometimes, else anywhere that keeps the crop inside."""

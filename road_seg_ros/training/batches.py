@@ -39,8 +39,8 @@ class LoaderBatches:
     def epoch(self, epoch: int):
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        for images, targets in self.loader:
-            yield images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        for batch in self.loader:  # images, labels and, with cached teacher logits, those
+            yield tuple(tensor.to(self.device, non_blocking=True) for tensor in batch)
 
 
 class DeviceBatches:
@@ -51,6 +51,10 @@ class DeviceBatches:
         self.images = torch.stack([torch.from_numpy(image.transpose(2, 0, 1).copy()) for image in dataset.images])
         self.images = self.images.to(self.device)
         self.labels = torch.stack([torch.from_numpy(label) for label in dataset.labels]).to(self.device)
+        self.soft = None
+        if dataset.soft_targets is not None:
+            soft = [torch.from_numpy(logits.transpose(2, 0, 1).copy()) for logits in dataset.soft_targets]
+            self.soft = torch.stack(soft).to(self.device)
         self.generator = torch.Generator(self.device).manual_seed(config.seed + env.rank)
         self.augment = DeviceAugmentation(Augmentation.from_config(config), self.generator)
         self.batch_size = config.batch_size
@@ -67,4 +71,4 @@ class DeviceBatches:
                 index = torch.randint(
                     len(self.images), (self.batch_size,), device=self.device, generator=self.generator
                 )
-            yield self.augment(self.images[index], self.labels[index])
+            yield self.augment(self.images[index], self.labels[index], None if self.soft is None else self.soft[index])

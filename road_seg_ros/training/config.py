@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ..models import resolve_architecture
+from ..models import ARCHITECTURES, resolve_architecture
 from .data import DataError, parse_split
 from .losses import DISTILLATION_LOSSES, DistillationTerm
 
@@ -46,6 +46,10 @@ class TrainConfig:
     rare_classes: tuple = (2, 6, 7, 9, 10)  # pole, sign/symbol, fence, pedestrian, bicyclist
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 2e-3
+    # A pretrained encoder (an arch named lite_*): start it from its ImageNet weights, at lr x encoder_lr_factor
+    # (the new layers at lr).
+    pretrained: bool = True
+    encoder_lr_factor: float = 1.0
     weight_decay: float = 1e-4
     warmup_epochs: int = 3
     loss: str = "weighted_ce"  # ce | weighted_ce | ohem
@@ -56,6 +60,9 @@ class TrainConfig:
     # The distillation terms the loss loop walks: name (a key of losses.DISTILLATION_LOSSES), weight, temperature.
     distillation: list = field(default_factory=_default_distillation)
     teacher_flip: bool = True  # teacher target = mean of logits on the frame and its mirror
+    # online: the teacher runs on every augmented batch; cached: once per training frame, its logits warped with
+    # each crop (training.teacher_targets), at the student's own cost a step.
+    teacher_targets: str = "online"
     eval_interval: int = 5
     # Wall-clock budget in minutes (0: none). The LR schedule then anneals by whichever is further along,
     # steps or time, and training stops when the budget is spent: the run ends with a fully decayed LR
@@ -188,6 +195,8 @@ CHECKS = {
     "rare_classes": _class_ids,
     "optimizer": _choice("adamw", "sgd"),
     "lr": _real(0.0, 10.0),
+    "pretrained": _boolean,
+    "encoder_lr_factor": _real(0.0, 100.0),
     "weight_decay": _real(0.0, 10.0),
     "warmup_epochs": _integer(0, 100_000),
     "loss": _choice("ce", "weighted_ce", "ohem"),
@@ -195,6 +204,7 @@ CHECKS = {
     "ema_decay": _ema_decay,
     "distillation": _distillation,
     "teacher_flip": _boolean,
+    "teacher_targets": _choice("online", "cached"),
     "eval_interval": _integer(1, 100_000),
     "time_budget_minutes": _real(0.0, 1e6),
     "seed": _integer(0, 2**31 - 1),
@@ -221,8 +231,11 @@ def checked_config(values: dict, role: str) -> TrainConfig:
     config = TrainConfig(**{name: CHECKS[name](name, value) for name, value in values.items()})
     if config.device_augmentation and (config.blur_probability or config.rare_crop_probability):
         raise ConfigError("blur_probability and rare_crop_probability need the CPU loader (device_augmentation: false)")
+    name = config.arch.get("name", role)
+    if name not in ARCHITECTURES[role]:
+        raise ConfigError(f"config field 'arch': a {role} is one of {', '.join(ARCHITECTURES[role])}, got {name!r}")
     try:
-        config.arch = resolve_architecture({**config.arch, "name": role})
+        config.arch = resolve_architecture({**config.arch, "name": name})
     except (TypeError, ValueError) as error:
         raise ConfigError(f"config field 'arch': {' '.join(str(error).split())}") from None
     return config

@@ -147,12 +147,15 @@ class CamVid(Dataset):
         self.images = [load_rgb(s.image) for s in self.samples]
         self.labels = [load_label(s.label) for s in self.samples]
         self.transform = transform or to_tensors
+        self.soft_targets = None  # per frame H x W x C arrays (a teacher's logits) the transform warps alike
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, index):
-        return self.transform(self.images[index], self.labels[index])
+        if self.soft_targets is None:
+            return self.transform(self.images[index], self.labels[index])
+        return self.transform(self.images[index], self.labels[index], self.soft_targets[index])
 
 
 def to_tensors(image: np.ndarray, label: np.ndarray):

@@ -39,14 +39,25 @@ def load_scheduler_state(scheduler, state: dict, elapsed_seconds: float) -> None
         schedule.elapsed_before = elapsed_seconds
 
 
-def make_optimizer(model, kind: str, lr: float, weight_decay: float):
-    """AdamW or SGD (Nesterov), with no weight decay on BatchNorm parameters and biases."""
-    decay, no_decay = [], []
+def make_optimizer(model, kind: str, lr: float, weight_decay: float, encoder_lr_factor: float = 1.0):
+    """AdamW or SGD (Nesterov), with no weight decay on BatchNorm parameters and biases; a pretrained
+    ``model.encoder`` learns at ``lr * encoder_lr_factor``."""
+    encoder = getattr(model, "encoder", None)
+    encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None and encoder_lr_factor != 1.0 else set()
+    groups = {}
     for parameter in model.parameters():
-        (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        key = (id(parameter) in encoder_ids, parameter.ndim <= 1)
+        groups.setdefault(key, []).append(parameter)
+    param_groups = [
+        {
+            "params": params,
+            "lr": lr * (encoder_lr_factor if in_encoder else 1.0),
+            "weight_decay": 0.0 if no_decay else weight_decay,
+        }  # fmt: skip
+        for (in_encoder, no_decay), params in sorted(groups.items())
+    ]
     if kind == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(param_groups, lr=lr)
     if kind == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+        return torch.optim.SGD(param_groups, lr=lr, momentum=0.9, nesterov=True)
     raise ValueError(f"optimizer must be adamw or sgd, got {kind!r}")

@@ -12,7 +12,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -26,16 +25,18 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..core.checkpoint import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
-from ..core.labels import CLASS_NAMES, MEAN, STD
+from ..core.labels import CLASS_NAMES
 from ..core.options import DEVICES
 from ..core.preprocess import Normalize
-from ..models import build_model
 from . import losses
 from .batches import DeviceBatches, LoaderBatches
 from .config import ConfigError, TrainConfig, checked_config, parse_overrides, read_config_file
 from .data import CamVid, DataError, class_weights
+from .logs import write_logs
 from .metrics import ConfusionMatrix
+from .networks import initial_network, normalisation_of
 from .optim import PolySchedule, load_scheduler_state, make_optimizer
+from .teacher_targets import cached_teacher_logits, check_crops_inside
 
 DISTILL_CHOICES = ("none", *losses.DISTILLATION_LOSSES, "both")
 
@@ -122,9 +123,12 @@ class Trainer:
         torch.manual_seed(config.seed + env.rank)
         self.train_set = CamVid(args.data, config.train_split, limit=config.limit)
         self.val_set = CamVid(args.data, config.val_split, limit=config.val_limit) if env.is_main else None
+        self.distillation = config.distillation_terms()
+        self.teacher = self._load_teacher() if self.distillation else None  # before the batches: cached targets
         self.batches = DeviceBatches(self.train_set, config, env) if config.device_augmentation else None
         self.batches = self.batches or LoaderBatches(self.train_set, config, env)
-        model = build_model(config.arch).to(self.device, memory_format=torch.channels_last)
+        model = initial_network(config.arch, config.pretrained and not args.init)
+        model = model.to(self.device, memory_format=torch.channels_last)
         if env.world_size > 1 and self.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # small per-GPU batches
         if args.init:
@@ -132,12 +136,12 @@ class Trainer:
         self.model = model
         self.ema = self._ema(model) if config.ema_decay else None
         self.ddp_model = DistributedDataParallel(model) if env.world_size > 1 else model
-        self.normalize = Normalize(MEAN, STD).to(self.device)
+        self.normalize = Normalize(*normalisation_of(config.arch)).to(self.device)
         weight = class_weights(self.train_set.labels).to(self.device) if config.loss != "ce" else None
         self.criterion = losses.supervised_loss(config.loss, weight).to(self.device)
-        self.distillation = config.distillation_terms()
-        self.teacher = self._load_teacher() if self.distillation else None
-        self.optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+        self.optimizer = make_optimizer(
+            model, config.optimizer, config.lr, config.weight_decay, config.encoder_lr_factor
+        )
         steps_per_epoch = len(self.batches)
         self.total_steps = config.epochs * steps_per_epoch
         self.schedule = PolySchedule(
@@ -159,15 +163,24 @@ class Trainer:
 
     def _load_teacher(self):
         try:
-            teacher, _ = load_checkpoint(self.args.teacher, self.device)
+            teacher, info = load_checkpoint(self.args.teacher, self.device)
         except CheckpointError as error:
             raise ValueError(f"teacher: {error}") from None
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
-        return teacher.to(memory_format=torch.channels_last).eval()
+        self.teacher_normalize = Normalize(info.mean, info.std).to(self.device)  # the teacher's own inputs
+        teacher = teacher.to(memory_format=torch.channels_last).eval()
+        if self.config.teacher_targets == "cached":
+            check_crops_inside(self.config, self.train_set.images[0].shape[:2])
+            self.train_set.soft_targets = cached_teacher_logits(
+                teacher, self.args.teacher, self.train_set, self.teacher_normalize, self.config.teacher_flip,
+                self.device,
+            )  # fmt: skip
+        return teacher
 
     @torch.no_grad()
-    def _teacher_logits(self, images):
+    def _teacher_logits(self, frames):
+        images = self.teacher_normalize(frames)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.teacher(images)["out"].float()
             if self.config.teacher_flip:
@@ -190,7 +203,7 @@ class Trainer:
             row["seconds"] = time.perf_counter() - started
             if self.env.is_main:
                 self.history.append(row)
-                self._write_logs()
+                write_logs(self.history, self.out)
                 self._save_resume_state(epoch + 1)
             self.env.barrier()
             if last:
@@ -212,11 +225,10 @@ class Trainer:
             self.batches.epoch(epoch), total=len(self.batches), desc=f"epoch {epoch + 1}/{self.config.epochs}",
             disable=not self.env.is_main,
         )  # fmt: skip
-        for images, targets in progress:
-            images = self.normalize(images)
+        for frames, targets, *cached in progress:  # cached: the teacher's logits, warped with the crop
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                outputs = self.ddp_model(images)
-            parts = self._losses(outputs, targets, images)
+                outputs = self.ddp_model(self.normalize(frames))
+            parts = self._losses(outputs, targets, cached[0] if cached else frames)
             loss = sum(parts.values())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -229,13 +241,15 @@ class Trainer:
             progress.set_postfix(loss=f"{loss.item():.3f}")
         return {f"loss_{name}": total / len(self.batches) for name, total in sums.items()}
 
-    def _losses(self, outputs, targets, images):
+    def _losses(self, outputs, targets, teacher_input):
+        """``teacher_input``: the frames the teacher runs on, or its cached logits (floating point, C channels)."""
         logits = outputs["out"].float()
         parts = {"supervised": self.criterion(logits, targets)}
         if "aux" in outputs:
             parts["aux"] = self.config.aux_weight * self.criterion(outputs["aux"].float(), targets)
         if self.distillation:
-            teacher_logits = self._teacher_logits(images)
+            cached = self.config.teacher_targets == "cached"
+            teacher_logits = teacher_input.float() if cached else self._teacher_logits(teacher_input)
             for term in self.distillation:
                 parts[f"kd_{term.name}"] = term(logits, teacher_logits)
         return parts
@@ -256,8 +270,11 @@ class Trainer:
 
     def _save_checkpoint(self, epoch, summary):
         chosen = f"best on {self.config.val_split}" if self.config.keep_checkpoint == "best" else "final epoch"
+        mean, std = normalisation_of(self.config.arch)
         info = ModelInfo(
             arch=self.config.arch,
+            mean=mean,
+            std=std,
             input_size=[360, 480],
             description=f"{self.args.role} trained on CamVid {self.config.train_split}, {chosen}",
             training={
@@ -307,14 +324,6 @@ class Trainer:
             with log.open() as handle:
                 self.history = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= self.start_epoch]
 
-    def _write_logs(self):
-        columns = sorted({key for row in self.history for key in row}, key=_column_order)
-        with (self.out / "log.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, columns)
-            writer.writeheader()
-            writer.writerows(self.history)
-        plot_curves(self.history, self.out / "curves.png")
-
 
 def ema_with_warmup(decay: float):
     """EMA whose decay ramps up as min(decay, (1 + n) / (10 + n)) over the n updates so far.
@@ -344,36 +353,6 @@ def _load_initial_weights(model, path: Path, arch: dict) -> None:
     if info.arch != json.loads(json.dumps(arch)):  # as saved: tuples became lists
         raise ValueError(f"--init: {path} holds a different network than this run's {arch}")
     model.load_state_dict(initial.state_dict())
-
-
-def _column_order(name):
-    order = ["epoch", "lr", "seconds", "val_miou"]
-    return (order.index(name), name) if name in order else (len(order), name)
-
-
-def plot_curves(history, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    epochs = [int(row["epoch"]) for row in history]
-    figure, (loss_axis, miou_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in sorted({k for row in history for k in row if k.startswith("loss_")}):
-        loss_axis.plot(epochs, [float(row.get(key) or math.nan) for row in history], label=key[5:])
-    loss_axis.set_xlabel("epoch")
-    loss_axis.set_ylabel("loss")
-    loss_axis.legend()
-    evaluated = [
-        (int(row["epoch"]), float(row["val_miou"])) for row in history if row.get("val_miou") not in (None, "")
-    ]
-    if evaluated:
-        miou_axis.plot(*zip(*evaluated), marker="o")
-    miou_axis.set_xlabel("epoch")
-    miou_axis.set_ylabel("val mIoU (%)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
 
 
 def main(argv=None):

@@ -81,7 +81,7 @@ def test_student_sizes_differ_and_unknown_size_is_refused():
     assert sizes == sorted(sizes) and len(set(sizes)) == 4
     with pytest.raises(ValueError, match="unknown student size"):
         resolve_architecture({"name": "student", "size": "huge"})
-    with pytest.raises(ValueError, match="'student' or 'teacher'"):
+    with pytest.raises(ValueError, match="one of 'student', 'lite_student', 'teacher', 'lite_teacher', got 'unet'"):
         resolve_architecture({"name": "unet"})
 
 
