@@ -14,7 +14,6 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
         (f"share/{PACKAGE}/models", glob("models/*.safetensors") + ["models/README.md"]),
-        (f"share/{PACKAGE}/models/teacher", glob("models/teacher/teacher.safetensors.part*")),  # road-seg-adapt's
         (f"share/{PACKAGE}/bags", glob("bags/*.mcap")),
     ],
     install_requires=["setuptools"],

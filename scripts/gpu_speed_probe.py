@@ -1,10 +1,10 @@
-"""Where the student's GPU time goes, and which way of running the same network is fastest (issue 14).
+"""Where the student's GPU time goes, and which way of running the same network is fastest.
 
     python scripts/gpu_speed_probe.py models/student.safetensors --json OUT/probe.json --markdown OUT/probe.md
 
-The first device session measured 1.6 ms a 360x480 frame and 4.3 ms at 720x960, 14x and 9x the memory floor
-(scripts/memory_floor.py); the second found cuDNN's depthwise kernel on the 44 non-square depthwise
-convolutions taking 65% of the GPU time at 720x960 (benchmarks/README.md). This times the engine's network
+The student runs well above its memory floor on a GPU (scripts/memory_floor.py), and cuDNN's depthwise
+kernel on its non-square depthwise convolutions takes most of the GPU time at 720x960 (benchmarks/README.md,
+benchmarks/gpu_probe.md). This times the engine's network
 (BatchNorm folded, argmax inside, batch 1) model only, in turn:
 
 - ``channels_last``: as the engine runs it today (PyTorch then sends every depthwise convolution to cuDNN);
@@ -16,7 +16,7 @@ convolutions taking 65% of the GPU time at 720x960 (benchmarks/README.md). This 
 
 checks that each gives the labels of the first, and profiles ``channels_last`` at the largest size:
 the CUDA kernels that take the time, per kernel name. Nothing here changes the engine; a layout that wins
-becomes an engine change measured end to end by road-seg-bench in the next device session.
+becomes an engine change measured end to end by road-seg-bench.
 """
 
 import argparse
@@ -33,10 +33,10 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from road_seg_ros.core.backends import LabelsNet  # noqa: E402
 from road_seg_ros.core.checkpoint import load_checkpoint  # noqa: E402
-from road_seg_ros.core.device_pipeline import _Graphed  # noqa: E402
+from road_seg_ros.core.cli import parse_size  # noqa: E402
+from road_seg_ros.core.device_pipeline import GraphedStep  # noqa: E402
 from road_seg_ros.models import fuse_conv_bn, shift_depthwise  # noqa: E402
 from road_seg_ros.models.blocks import AsymmetricResidualBlock  # noqa: E402
-from road_seg_ros.tools.bench import parse_size  # noqa: E402
 
 VARIANTS = (
     "channels_last",
@@ -117,7 +117,7 @@ class Graphed:
     def __call__(self, batch):
         if self.shape != batch.shape:
             self.shape, self.input = batch.shape, batch.clone()
-            self.run = _Graphed(self._step, use_graph=True)
+            self.run = GraphedStep(self._step, use_graph=True)
         self.input.copy_(batch)
         self.run()
         return self.output

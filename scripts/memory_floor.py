@@ -20,8 +20,8 @@ from torch.utils._pytree import tree_flatten
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from road_seg_ros.core.backends import LabelsNet  # noqa: E402
 from road_seg_ros.core.checkpoint import load_checkpoint  # noqa: E402
+from road_seg_ros.core.cli import parse_size  # noqa: E402
 from road_seg_ros.models import fuse_conv_bn  # noqa: E402
-from road_seg_ros.tools.bench import parse_size  # noqa: E402
 
 BYTES_PER_ELEMENT = 2  # fp16, as the GPU engine runs
 VIEWS = {"view", "_unsafe_view", "permute", "expand", "t", "transpose", "unsqueeze", "squeeze", "detach", "alias",

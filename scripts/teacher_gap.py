@@ -9,7 +9,7 @@ student itself with multi-scale + flip, which ``--teacher models/student.safeten
 Without labels: the distillation terms on a few frames, computed as the adaptation computes them now (both
 sides floored log-probabilities) and as it did before (CWD on the student's raw logits). With --gt-topic:
 the mIoU of the student and of the teacher on every frame, the most that distilling this teacher can give
-(docs/results.md, issue 16).
+(docs/results.md).
 """
 
 import argparse

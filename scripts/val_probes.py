@@ -1,4 +1,4 @@
-"""Two cheap corrections of a trained student, probed on val (docs/results.md, issue 15); neither helped.
+"""Two cheap corrections of a trained student, probed on val (docs/results.md); neither helped.
 
     python scripts/val_probes.py runs/medium_train_fixres_soup.safetensors batchnorm
     python scripts/val_probes.py runs/medium_train_fixres_soup.safetensors bias

@@ -100,17 +100,39 @@ class RosClient(client.RosClient):
         return self.node.create_publisher(msg_type, topic, qos)
 
     def call(self, srv_type, service: str, request, timeout: float = 90.0):
+        """One request on a client of its own."""
         service_client = self.node.create_client(srv_type, service)
         try:
-            assert service_client.wait_for_service(timeout_sec=timeout), f"service {service} did not appear"
-            future = service_client.call_async(request)
-            deadline = time.monotonic() + timeout
-            while not future.done():
-                assert time.monotonic() < deadline, f"no response from {service} within {timeout:g} s"
-                time.sleep(0.01)
-            return future.result()
+            return answer(service_client, service, request, timeout)
         finally:
             self.node.destroy_client(service_client)
+
+    def service(self, srv_type, service: str, first_request=None, timeout: float = 120.0, attempt_s: float = 3.0):
+        """A client kept for several requests, once ``first_request`` (idempotent: it may be sent more than once)
+        has been answered. A response sent before the server has matched the client's response reader is lost
+        (discovery runs each way on its own; waiting for the service covers only the request's way), so the
+        first request is sent again until it is answered; after that the client's requests are answered. Without
+        ``first_request``: the client only, for a service whose discovery another one's first request waits out."""
+        service_client = self.node.create_client(srv_type, service)
+        deadline = time.monotonic() + timeout
+        while first_request is not None:
+            try:
+                answer(service_client, service, first_request, attempt_s)
+                break
+            except AssertionError:
+                if time.monotonic() >= deadline:
+                    raise
+        return lambda request, timeout=90.0: answer(service_client, service, request, timeout)
+
+
+def answer(service_client, service: str, request, timeout: float):
+    assert service_client.wait_for_service(timeout_sec=timeout), f"service {service} did not appear"
+    future = service_client.call_async(request)
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        assert time.monotonic() < deadline, f"no response from {service} within {timeout:g} s"
+        time.sleep(0.01)
+    return future.result()
 
 
 def exchange(publisher, msg, inbox: Inbox, predicate, timeout: float = 90.0, period: float = 0.3):

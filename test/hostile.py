@@ -122,7 +122,7 @@ def hostile_checkpoints() -> dict[str, tuple[object, str]]:
         "no_version": ({"format_version": None}, "unsupported checkpoint format version None"),
         "unknown_field": ({"backdoor": 1}, "unknown metadata field(s): ['backdoor']"),
         "arch_string": ({"arch": "student"}, "metadata field 'arch' must be an object"),
-        "arch_unknown_name": ({"arch": {"name": "unet"}}, "architecture name must be 'student' or 'teacher'"),
+        "arch_unknown_name": ({"arch": {"name": "unet"}}, "architecture name must be one of 'student', 'lite_student'"),
         "num_classes_huge": ({"arch": {"num_classes": 10**9}}, "'num_classes' must be an integer in [1, 255]"),
         "num_classes_negative": ({"arch": {"num_classes": -1}}, "'num_classes' must be an integer in [1, 255]"),
         "num_classes_float": ({"arch": {"num_classes": 11.5}}, "'num_classes' must be an integer in [1, 255]"),

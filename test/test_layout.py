@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "road_seg_ros"
+TESTS = Path(__file__).resolve().parent
 # What each subpackage may import from the package; models sits below core.
 ALLOWED = {
     "models": set(),
@@ -52,9 +53,16 @@ def test_at_most_the_init_module_at_the_package_root():
     assert sorted(path.name for path in PACKAGE.glob("*.py")) == ["__init__.py"]
 
 
-def test_no_module_over_600_lines():
+def test_no_module_over_400_lines():
     for path in PACKAGE.rglob("*.py"):
-        assert len(path.read_text().splitlines()) <= 600, path
+        assert len(path.read_text().splitlines()) <= 400, path
+
+
+def test_every_subpackage_and_the_scripts_have_a_test_folder():
+    subpackages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert subpackages == set(ALLOWED)
+    for name in [*subpackages, "scripts"]:
+        assert list((TESTS / name).glob("test_*.py")), f"no test/{name}/test_*.py"
 
 
 def test_offline_replay_never_loads_rclpy(tmp_path, tiny_checkpoint):

@@ -1,4 +1,4 @@
-"""The shipped checkpoint reproduces the test mIoU its model card states (issue 15).
+"""The shipped checkpoint reproduces the test mIoU its model card states.
 
 The evaluation is the card's own command (single scale, PyTorch, CPU): a retrained or replaced
 `models/student.safetensors` without an updated card, or a change to preprocessing or the metric, fails here.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from road_seg_ros.training.evaluate import parse_args, run
+from road_seg_ros.training.evaluate import evaluate_from_args, parse_args
 
 MODEL_CARD = Path(__file__).resolve().parent.parent / "models" / "README.md"
 
@@ -23,6 +23,6 @@ def card_test_miou() -> float:
 
 
 def test_shipped_model_reproduces_its_card():
-    result = run(parse_args(["--split", "test", "--device", "cpu", "--backend", "torch"]))
+    result = evaluate_from_args(parse_args(["--split", "test", "--device", "cpu", "--backend", "torch"]))
     assert result["checkpoint"].endswith("models/student.safetensors")
     assert result["miou"] == pytest.approx(card_test_miou(), abs=0.05)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..models import shift_depthwise
-from .options import DEVICES, PRECISIONS, EngineError
+from .options import PRECISIONS, EngineError, device_problem
 
 ONNX_OPSET = 17
 ONNX_INPUT = "input"
@@ -268,14 +268,18 @@ AUTO_PRECISION = {"cpu": ("bf16", "fp32"), "cuda": ("fp32",)}
 
 
 def resolve_device(device: str, backend: str = "auto") -> torch.device:
-    """The device to run on; ``auto`` is CUDA when present and ``backend`` runs there."""
-    if device not in DEVICES:
-        raise EngineError(f"device must be one of {DEVICES}, got {device!r}")
+    """The device to run on; ``auto`` is CUDA when present and ``backend`` runs there; ``cuda:N`` the GPU N."""
+    if problem := device_problem(device):
+        raise EngineError(problem)
     if device == "auto":
         runs_on_cuda = backend == "auto" or "cuda" in REGISTRY.get(backend, REGISTRY["torch"]).precisions
         return torch.device("cuda" if torch.cuda.is_available() and runs_on_cuda else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EngineError("device 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise EngineError(f"device {device!r} requested but no CUDA device is available (use 'auto' or 'cpu')")
+        count, index = torch.cuda.device_count(), int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise EngineError(f"device {device!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     return torch.device(device)
 
 

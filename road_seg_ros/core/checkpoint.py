@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from ..models import build_model, resolve_architecture
 from ..models.fields import short
 from . import labels
+from .files import one_line, written_whole
 
 FORMAT_VERSION = 1
 METADATA_KEY = "road_seg"
@@ -51,7 +52,7 @@ class ModelInfo:
         try:
             values = json.loads(text)
         except (ValueError, RecursionError) as error:  # RecursionError: nesting thousands deep
-            raise CheckpointError(f"metadata is not valid JSON: {' '.join(str(error).split())}") from None
+            raise CheckpointError(f"metadata is not valid JSON: {one_line(error)}") from None
         return cls(**checked_metadata(values))
 
 
@@ -85,7 +86,7 @@ def checked_metadata(values) -> dict:
     try:
         classes = resolve_architecture(arch)["num_classes"]
     except (TypeError, ValueError) as error:
-        raise CheckpointError(f"metadata field 'arch': {' '.join(str(error).split())}") from None
+        raise CheckpointError(f"metadata field 'arch': {one_line(error)}") from None
     _check_list(checked, "class_names", classes, _is_name, f"a name of 1 to {MAX_NAME_LENGTH} characters")
     _check_list(checked, "class_colors", classes, _is_color, "[r, g, b], integers in [0, 255]")
     _check_list(checked, "mean", 3, _is_finite, "a finite number")
@@ -150,9 +151,8 @@ def save_checkpoint(path, model: torch.nn.Module, info: ModelInfo, half: bool = 
         state[name] = tensor
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(state, str(tmp), metadata={METADATA_KEY: info.to_json()})
-    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    with written_whole(path) as temporary:
+        save_file(state, str(temporary), metadata={METADATA_KEY: info.to_json()})
     return path
 
 

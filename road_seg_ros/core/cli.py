@@ -5,7 +5,8 @@ import math
 import sys
 
 from .backends import BACKENDS
-from .options import DEFAULTS, DEVICES, PRECISIONS, THREAD_LIMITS, EngineOptions
+from .files import one_line
+from .options import DEFAULTS, PRECISIONS, THREAD_LIMITS, EngineOptions, device_problem
 
 
 def whole_number(minimum: int, maximum: int | None = None):
@@ -36,10 +37,17 @@ def positive_number(text: str) -> float:
     return value
 
 
+def device_argument(text: str) -> str:
+    """A device name (auto, cuda, cpu, cuda:N), for argparse's ``type``."""
+    if problem := device_problem(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 # flag -> (EngineOptions field, help, argparse options)
 ENGINE_FLAGS = {
     "checkpoint": ("checkpoint", "model (.safetensors)", {"metavar": "CKPT"}),
-    "device": ("device", "inference device", {"choices": DEVICES}),
+    "device": ("device", "inference device: auto, cuda, cpu or cuda:N", {"type": device_argument, "metavar": "DEVICE"}),
     "precision": ("precision", "inference precision; auto: the fastest accurate one", {"choices": PRECISIONS}),
     "backend": ("backend", "inference runtime; auto: the fastest installed", {"choices": BACKENDS}),
     "threads": (
@@ -52,12 +60,17 @@ ENGINE_FLAGS = {
         "torch.compile the network on CUDA (the first frame waits for the compiler)",
         {"action": argparse.BooleanOptionalAction},
     ),
+    "keep-aspect": (
+        "keep_aspect",
+        "run each frame at the model's input height and its own aspect ratio; --no-keep-aspect: stretch it",
+        {"action": argparse.BooleanOptionalAction},
+    ),
 }
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, defaults: EngineOptions | None = DEFAULTS, flags=None):
-    """--checkpoint, --device, --precision, --backend, --threads, --cuda-compile (or those in ``flags``), with the
-    node's defaults.
+    """--checkpoint, --device, --precision, --backend, --threads, --cuda-compile, --keep-aspect (or those in
+    ``flags``), with the node's defaults.
 
     ``defaults`` None leaves them unset, for tools whose defaults come from a params file.
     """
@@ -85,4 +98,15 @@ def engine_options(args, base: EngineOptions = DEFAULTS) -> EngineOptions:
 
 def exit_with(prog: str, error) -> None:
     """Exits with status 1 and one line, ``prog: reason``, on stderr."""
-    sys.exit(f"{prog}: {' '.join(str(error).split())}")
+    sys.exit(f"{prog}: {one_line(error)}")
+
+
+def parse_size(text: str) -> tuple:
+    """``HEIGHTxWIDTH`` (e.g. 360x480) as (height, width), for argparse's ``type``; at least 32x32."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HEIGHTxWIDTH, e.g. 360x480, got {text!r}") from None
+    if min(height, width) < 32:
+        raise argparse.ArgumentTypeError(f"size must be at least 32x32, got {text!r}")
+    return height, width

@@ -11,8 +11,18 @@ Memory is bounded before any work: raw sizes are checked against the pixel
 limit before conversion, and JPEG and PNG sizes are read from their headers
 (SOF, IHDR) before decoding, so a few hundred bytes claiming 65535x65535
 pixels cost nothing. With no limit asked for, PIXEL_CEILING still applies.
+
+libpng prints its own ``libpng error: ...`` line to the process's stderr for every corrupt PNG (and OpenCV
+its ``[ WARN:...]`` for a truncated one), outside any caller's logging: a corrupt stream would print one per
+frame. PNG decodes therefore run with file descriptor 2 captured; those lines end up in the ImageError's
+message, and anything else written to stderr meanwhile (another thread's log) goes on to stderr afterwards.
 """
 
+import os
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -34,6 +44,11 @@ PIXEL_CEILING = 2**25
 # A progressive JPEG is decoded in one pass over the whole frame per scan; encoders write about 10
 # (libjpeg's default progression has 10). Thousands of tiny scans make a small file decode for minutes.
 MAX_JPEG_SCANS = 100
+
+# Lines the decoders write to stderr themselves: libpng's errors and warnings, OpenCV's own log lines.
+DECODER_LINE_PREFIXES = ("libpng ", "[ WARN:", "[ERROR:", "[ INFO:")
+_STDERR_LOCK = threading.Lock()  # one capture of file descriptor 2 at a time
+_capture_fd = None  # the file the captured lines go to, made once
 
 COMPRESSED_FORMATS = ("jpeg", "png")
 JPEG_QUALITY = 90
@@ -210,17 +225,84 @@ def _decode(array: np.ndarray, kind: str, flags: int, max_pixels: int = 0) -> np
         scans = array.tobytes().count(b"\xff\xda")  # 0xFF is escaped in entropy-coded data: these are all markers
         if scans > MAX_JPEG_SCANS:
             raise ImageError(CORRUPT_COMPRESSED, f"jpeg has {scans} scans, over {MAX_JPEG_SCANS}: refused undecoded")
+    printed = []
     try:
-        image = cv2.imdecode(array, flags)
+        if kind == "png":
+            with decoder_output(printed):
+                image = cv2.imdecode(array, flags)
+        else:
+            image = cv2.imdecode(array, flags)
     except cv2.error as error:  # OpenCV's own limits, or memory
         message = f"{kind} {width}x{height} could not be decoded: {_first_line(error)}"
         raise ImageError(CORRUPT_COMPRESSED, message) from None
     if image is None:
-        raise ImageError(CORRUPT_COMPRESSED, f"corrupt {kind}: {array.size} B could not be decoded")
+        said = f" ({'; '.join(dict.fromkeys(printed))})" if printed else ""
+        raise ImageError(CORRUPT_COMPRESSED, f"corrupt {kind}: {array.size} B could not be decoded{said}")
     return image
 
 
-# JPEG markers: start-of-frame ones carry the size; these stand alone, without a length.
+@contextmanager
+def decoder_output(lines: list):
+    """Captures what native code writes to stderr (file descriptor 2) inside the block: the decoders' own lines
+    are appended to ``lines`` (libpng's prefix dropped), any other line is written on to stderr at the end.
+    Where file descriptor 2 cannot be captured (closed, no dup), the block runs uncaptured."""
+    with _STDERR_LOCK:
+        try:
+            capture = _capture_file()
+            if sys.stderr is not None:
+                sys.stderr.flush()  # Python's buffered lines go out before, not into, the capture
+            saved = os.dup(2)
+        except (OSError, ValueError):
+            yield
+            return
+        os.dup2(capture, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            printed = _drain(capture)
+    others = []
+    for line in printed.decode(errors="replace").splitlines():
+        if line.startswith(DECODER_LINE_PREFIXES):
+            lines.append(_decoder_line(line))
+        elif line.strip():
+            others.append(line)
+    if others:
+        os.write(2, ("\n".join(others) + "\n").encode())
+
+
+def _decoder_line(line: str) -> str:
+    """``libpng error: IDAT: CRC error`` -> ``libpng: IDAT: CRC error``; OpenCV's ``[ WARN:0@0.01] global
+    grfmt_png.cpp:793 readFromStreamOrBuffer PNG input buffer is incomplete`` -> ``opencv: PNG input ...``."""
+    if line.startswith("libpng "):
+        return "libpng: " + line.split(":", 1)[-1].strip()
+    words = line.split("] ", 1)[-1].split(maxsplit=3)
+    return "opencv: " + (words[3] if len(words) == 4 and words[0] == "global" else " ".join(words))
+
+
+def _capture_file() -> int:
+    global _capture_fd
+    if _capture_fd is None:
+        if hasattr(os, "memfd_create"):
+            _capture_fd = os.memfd_create("road_seg_decoder_stderr", os.MFD_CLOEXEC)
+        else:
+            handle, path = tempfile.mkstemp(prefix="road_seg_decoder_stderr")
+            os.unlink(path)
+            _capture_fd = handle
+    return _capture_fd
+
+
+def _drain(fd: int) -> bytes:
+    """The capture file's contents; it is left empty for the next capture."""
+    size = os.fstat(fd).st_size
+    printed = os.pread(fd, size, 0) if size else b""
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return printed
+
+
+# JPEG markers: start-of-frame ones hold the size; these stand alone, without a length.
 _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
 _JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0-7
 _JPEG_SCAN, _JPEG_END = 0xDA, 0xD9
@@ -263,17 +345,19 @@ def _first_line(error: Exception) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
-def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", jpeg_quality: int = JPEG_QUALITY) -> np.ndarray:
-    """H x W x 3 RGB -> JPEG or PNG bytes (as a uint8 array), the way image_transport's compressed plugin sends."""
+def encode_compressed(pixels: np.ndarray, fmt: str = "jpeg", jpeg_quality: int = JPEG_QUALITY) -> np.ndarray:
+    """H x W x 3 RGB, or H x W mono (e.g. labels), -> JPEG or PNG bytes (as a uint8 array), the way
+    image_transport's compressed plugin sends them."""
     if fmt not in COMPRESSED_FORMATS:
         raise ValueError(f"compressed format must be one of {', '.join(COMPRESSED_FORMATS)}, got {fmt!r}")
     params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if fmt == "jpeg" else []
-    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    stored = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", stored, params)
     if not ok:
-        raise ValueError(f"OpenCV could not encode a {rgb.shape} frame as {fmt}")
+        raise ValueError(f"OpenCV could not encode a {pixels.shape} frame as {fmt}")
     return encoded.ravel()
 
 
-def compressed_format_string(fmt: str) -> str:
-    """The format field image_transport's compressed plugin writes for a colour frame."""
-    return f"rgb8; {fmt} compressed bgr8"
+def compressed_format_string(fmt: str, encoding: str = "rgb8") -> str:
+    """The format field image_transport's compressed plugin writes for a frame of ``encoding`` (rgb8 or mono8)."""
+    return f"{encoding}; {fmt} compressed {'mono8' if encoding == 'mono8' else 'bgr8'}"

@@ -123,7 +123,7 @@ class DevicePipeline:
             memory_format=torch.channels_last
         )
         self.labels = torch.zeros(1, height, width, device=self.device, dtype=torch.uint8)
-        self.infer = _Graphed(self._infer_step, self.use_graphs)
+        self.infer = GraphedStep(self._infer_step, self.use_graphs)
         self._frames = OrderedDict()
         self._geometries = OrderedDict()
         self._marks = _StageMarks(self.on_cuda, 4)
@@ -266,8 +266,8 @@ class _FrameStages:
         for name in ("color", "overlay"):
             if name in want:
                 self.outputs[name] = torch.zeros(height, width, 3, dtype=torch.uint8, device=pipeline.device)
-        self._preprocess = _Graphed(self._preprocess_step, pipeline.use_graphs)
-        self.postprocess = _Graphed(self._postprocess_step, pipeline.use_graphs)
+        self._preprocess = GraphedStep(self._preprocess_step, pipeline.use_graphs)
+        self.postprocess = GraphedStep(self._postprocess_step, pipeline.use_graphs)
         self._uploaded = torch.cuda.Event() if pipeline.on_cuda else None
 
     def preprocess(self) -> None:
@@ -294,7 +294,7 @@ class _FrameStages:
             self.outputs[name].copy_(tensor)
 
 
-class _Graphed:
+class GraphedStep:
     """Runs ``step`` (a function of static buffers only) as one CUDA graph, or eagerly.
 
     Eager when graphs are off, and when capture fails (with a warning): the

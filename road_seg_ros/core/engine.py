@@ -7,7 +7,11 @@ one batch through the model, with the same results as one call each.
 
 Per frame the engine does one resize, one normalisation, one forward pass
 with its argmax, and one nearest-neighbour resize of the labels back to the
-frame's size, plus the class colours and the overlay when asked for:
+frame's size, plus the class colours and the overlay when asked for. The
+size it resizes to keeps the frame's aspect ratio (``EngineOptions.keep_aspect``,
+``preprocess.input_size_for``): each input size gets its own pipeline, built
+at its first frame and kept, so a runtime that compiles for a shape
+(OpenVINO, ONNX Runtime's export, torch.compile) does so once per camera size:
 
 - on the CPU with OpenCV and numpy into reused buffers, then the backend's
   host runner (``HostPipeline``);
@@ -16,6 +20,8 @@ frame's size, plus the class colours and the overlay when asked for:
 """
 
 import copy
+from collections import OrderedDict
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -29,18 +35,22 @@ from .frames import check_frame
 from .host_pipeline import HostPipeline
 from .labels import color_table
 from .options import DEFAULTS, THREAD_LIMITS, EngineError, EngineOptions
+from .preprocess import MIN_INPUT_SIDE, input_size_for
 from .result import Segmentation
 
-MIN_INPUT_SIDE = 32
+# Input sizes whose pipelines (buffers, compiled models, CUDA graphs) are kept: one per camera aspect in practice;
+# a stream of ever new aspects rebuilds the oldest instead of holding a compiled model for each.
+MAX_INPUT_SIZES = 8
 
 
 class SegmentationEngine:
     """Loads a checkpoint once and segments frames of any size.
 
-    Frames are resized to the model's input size (the size it was trained
-    at), segmented, and the labels resized back with nearest-neighbour, so
-    class ids are never blended. Not thread-safe: buffers are reused across
-    frames.
+    Frames are resized to an input size from the model's (the size it was
+    trained at): its height and the frame's aspect, or stretched to it
+    exactly without ``keep_aspect``; segmented, and the labels resized back
+    with nearest-neighbour, so class ids are never blended. Not thread-safe:
+    buffers are reused across frames.
     """
 
     def __init__(self, options: EngineOptions = DEFAULTS):
@@ -78,9 +88,12 @@ class SegmentationEngine:
                 f"input_size must be [height, width] of at least {MIN_INPUT_SIDE}, got {list(self.input_size)}"
             )
         self.color_table = color_table(info.class_colors)
+        self.keep_aspect = bool(options.keep_aspect)
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # the input size is fixed: autotune once, at warm-up
-        setup = RunnerSetup(
+            torch.cuda.set_device(self.device)  # cuda:N: streams and CUDA graphs use the current device
+            torch.backends.cudnn.benchmark = True  # each input size is autotuned once, at its first frame
+        self._backend = backend
+        self._setup_for_runner = RunnerSetup(
             self.input_size,
             self.device,
             self.precision,
@@ -90,15 +103,45 @@ class SegmentationEngine:
             self.checkpoint,
             cuda_compile=options.cuda_compile,
         )
-        runner = backend.make_runner(fuse_conv_bn(model.eval()), setup)
+        self._folded = fuse_conv_bn(model.eval())
+        self._pipelines = OrderedDict()
+        self._pipeline = self._pipeline_for(self.input_size)  # built now: the model's own size compiles at start-up
+        runner = self._pipeline.runner
         # The PyTorch network the runner holds (on its device), else the folded fp32 one: for TTA and FLOP counts.
-        self.model = runner.net.net if hasattr(runner, "net") else model
-        if runner.on_device:
-            self._pipeline = DevicePipeline(
-                runner, self.input_size, info.mean, info.std, self.color_table, options.cuda_graphs
-            )
+        self.model = runner.net.net if hasattr(runner, "net") else self._folded
+
+    def input_size_for(self, frame_size) -> tuple:
+        """The (height, width) the model runs a frame of ``frame_size`` (height, width) at."""
+        return input_size_for(frame_size, self.input_size, self.keep_aspect)
+
+    def _pipeline_for(self, input_size):
+        """The pipeline for one input size, built on first use. PyTorch runs every size with one runner (eager, or
+        compiled once per shape by torch.compile); the exported runtimes get a runner per size, exported and
+        compiled once."""
+        input_size = tuple(input_size)
+        if input_size in self._pipelines:
+            self._pipelines.move_to_end(input_size)
+            return self._pipelines[input_size]
+        if self._pipelines and self._backend.name == "torch":
+            runner = self._pipeline.runner
         else:
-            self._pipeline = HostPipeline(runner, self.input_size, info.mean, info.std, self.color_table)
+            runner = self._backend.make_runner(self._folded, replace(self._setup_for_runner, input_size=input_size))
+        info, options = self.info, self.options
+        if runner.on_device:
+            pipeline = DevicePipeline(runner, input_size, info.mean, info.std, self.color_table, options.cuda_graphs)
+        else:
+            pipeline = HostPipeline(runner, input_size, info.mean, info.std, self.color_table)
+        if len(self._pipelines) >= MAX_INPUT_SIZES:
+            self._evict_oldest()
+        self._pipelines[input_size] = pipeline
+        return pipeline
+
+    def _evict_oldest(self) -> None:
+        """Drops the least recently used pipeline other than the model's own size (kept as ``_pipeline``)."""
+        for input_size in self._pipelines:
+            if input_size != self.input_size:
+                del self._pipelines[input_size]
+                return
 
     @property
     def class_names(self):
@@ -116,12 +159,14 @@ class SegmentationEngine:
         return self.segment_batch([rgb], with_color, with_overlay, overlay_alpha)[0]
 
     def segment_batch(self, frames, with_color=False, with_overlay=False, overlay_alpha=0.5) -> list[Segmentation]:
-        """Segments frames of any sizes as one batch through the model: each is resized to the input size, the
-        network runs once on all of them, and each result is back at its frame's size, pixel for pixel what
-        ``segment`` gives for that frame alone.
+        """Segments frames of any sizes, those of one input size (``input_size_for``) as one batch through the
+        model: each is resized to it, the network runs once on all of them, and each result is back at its
+        frame's size, pixel for pixel what ``segment`` gives for that frame alone. A batch never mixes input
+        sizes: frames of another aspect run as a batch of their own, one after the other, in the order their
+        sizes first appear.
 
         ``with_color`` and ``with_overlay``: one flag for every frame, or a list of one per frame. Each
-        result's timings are the batch's (every frame waited for all of it).
+        result's timings are its input size's batch's (every frame waited for all of that batch).
         """
         frames = list(frames)
         for rgb in frames:
@@ -134,12 +179,24 @@ class SegmentationEngine:
             _per_frame(flags, len(frames), name)
             for flags, name in ((with_color, "with_color"), (with_overlay, "with_overlay"))
         )
-        return self._pipeline.run_batch(frames, colors, overlays, float(overlay_alpha))
+        groups = OrderedDict()
+        for index, rgb in enumerate(frames):
+            groups.setdefault(self.input_size_for(rgb.shape[:2]), []).append(index)
+        results = [None] * len(frames)
+        for input_size, indices in groups.items():
+            batch = self._pipeline_for(input_size).run_batch(
+                [frames[i] for i in indices], [colors[i] for i in indices], [overlays[i] for i in indices],
+                float(overlay_alpha),
+            )  # fmt: skip
+            for index, result in zip(indices, batch):
+                results[index] = result
+        return results
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        """The normalised 1 x 3 x H x W batch ``self.model`` takes; a view of a buffer the next frame reuses."""
+        """The normalised 1 x 3 x h x w batch ``self.model`` takes (h x w: ``input_size_for`` the frame); a view of
+        a buffer the next frame of that size reuses."""
         check_frame(rgb)
-        return self._pipeline.preprocess_tensor(rgb)
+        return self._pipeline_for(self.input_size_for(rgb.shape[:2])).preprocess_tensor(rgb)
 
     def inference_step(self, rgb: np.ndarray):
         """A function running only the inference stage (forward and argmax) on ``rgb``, preprocessed once.
@@ -147,7 +204,7 @@ class SegmentationEngine:
         For measuring the model alone; it waits for the device, so each call is one frame's inference.
         """
         check_frame(rgb)
-        return self._pipeline.inference_step(rgb)
+        return self._pipeline_for(self.input_size_for(rgb.shape[:2])).inference_step(rgb)
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """Class ids -> H x W x 3 RGB with the checkpoint's class colours."""

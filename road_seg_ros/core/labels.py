@@ -1,6 +1,6 @@
 """The CamVid 11-class label set: names, display colours, normalisation and the void id.
 
-One place for these facts; checkpoints carry a copy so a model trained on
+One place for these facts; checkpoints keep a copy so a model trained on
 another label set still colours its own classes correctly.
 """
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import written_whole
 from .options import EngineError
 from .preprocess import normalisation
 
@@ -155,14 +156,12 @@ class CompiledModelCache:
     @staticmethod
     def _write(path: Path, blob: bytes) -> None:
         """Writes atomically (a temporary file renamed); a cache that cannot be written only costs the next start."""
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(CACHE_MAGIC + hashlib.sha256(blob).digest() + blob)
-            temporary.replace(path)
+            with written_whole(path) as temporary:
+                temporary.write_bytes(CACHE_MAGIC + hashlib.sha256(blob).digest() + blob)
         except OSError as error:
             _log.warning("cannot write OpenVINO cache file %s (%s)", path, error)
-            temporary.unlink(missing_ok=True)
 
 
 def cache_folder(checkpoint) -> Path:

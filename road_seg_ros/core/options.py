@@ -6,12 +6,14 @@ precision live here, those for the backend (and which precisions each runs,
 and what "auto" picks) in the backend registry.
 """
 
-from dataclasses import dataclass, fields, replace
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .resources import shipped_or_default
 
-DEVICES = ("auto", "cuda", "cpu")
+DEVICES = ("auto", "cuda", "cpu")  # and cuda:N, one GPU by its index
+CUDA_INDEX = re.compile(r"cuda:(\d{1,3})")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 DEFAULT_CHECKPOINT_NAME = "student.safetensors"
 # Node parameter -> EngineOptions field, for the settings that describe the engine.
@@ -22,7 +24,15 @@ NODE_PARAMETERS = {
     "backend": "backend",
     "num_threads": "num_threads",
     "cuda_compile": "cuda_compile",
+    "keep_aspect": "keep_aspect",
 }
+
+
+def device_problem(device) -> str | None:
+    """Why ``device`` names no device (None when it names one): auto, cuda, cpu or cuda:N."""
+    if device in DEVICES or (isinstance(device, str) and CUDA_INDEX.fullmatch(device)):
+        return None
+    return f"device must be one of {', '.join(DEVICES)} or cuda:N (a GPU by its index), got {device!r}"
 
 
 class EngineError(RuntimeError):
@@ -39,6 +49,10 @@ class EngineOptions:
     backend: str = "auto"
     num_threads: int = 0  # CPU threads for inference; 0: the runtime's default
     input_size: tuple | None = None  # (height, width) the model runs at; None: the checkpoint's
+    # Each frame runs at an input size of its own aspect ratio: input_size's height, the width that keeps the frame's
+    # aspect (preprocess.input_size_for), so a 16:9 camera is not squeezed into the model's 4:3. Frames of
+    # input_size's own aspect run at input_size either way. False: every frame stretched to input_size.
+    keep_aspect: bool = True
     cuda_graphs: bool = True
     # torch.compile the network where PyTorch runs it on CUDA (ignored elsewhere), its depthwise 3x1 / 1x3
     # convolutions as shifted sums (models.shift_depthwise); the first frame of each batch size waits for the
@@ -61,7 +75,6 @@ class EngineOptions:
 
 DEFAULTS = EngineOptions()
 THREAD_LIMITS = (0, 256)  # num_threads: 0 (the runtime's default) up to this many
-OPTION_FIELDS = tuple(field.name for field in fields(EngineOptions))
 
 
 def default_checkpoint() -> Path:

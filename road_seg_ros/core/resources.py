@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+from .files import one_line
+
 PACKAGE = "road_seg_ros"
 NODE_NAME = "road_seg"  # the node's default name: also its section in the params file
 PARAMS_FILE_NAME = "road_seg.yaml"
@@ -42,7 +44,7 @@ def read_node_parameters(params_file, node_name: str) -> dict:
     try:
         sections = yaml.safe_load(Path(params_file).read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise ParamsFileError(f"cannot read params file {params_file}: {' '.join(str(error).split())}") from None
+        raise ParamsFileError(f"cannot read params file {params_file}: {one_line(error)}") from None
     if not isinstance(sections, dict):
         raise ParamsFileError(f"params file {params_file} is not a mapping of node names")
     for key in (node_name, f"/{node_name}", "/**"):

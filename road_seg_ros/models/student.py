@@ -68,8 +68,8 @@ STUDENT_SIZES = {
     ),
     "small": StudentConfig(),
     "medium": MEDIUM,
-    # The shipped default since issue 15 (3.21 GFLOPs at 360x480 against 2.10): val 71.28 against 70.01 for
-    # `medium` with the same recipe (docs/results.md).
+    # The shipped default (3.21 GFLOPs at 360x480 against 2.10): more accurate on val than `medium` with the
+    # same recipe (docs/results.md).
     "wide": widened(MEDIUM, 1.25),
 }
 

@@ -7,15 +7,28 @@ camera C reads ``C/image`` and writes ``~/C/label`` ...: relative names, so name
 import math
 import threading
 import time
+from collections import deque
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import InvalidNamespaceException
+from rclpy.qos import qos_profile_sensor_data
 from rclpy.validate_namespace import validate_namespace
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from ..core.frames import stamp_ns
 from . import diagnostics, qos
+from .camera_info import CameraInfos
+from .stamp_gaps import StampGaps
 
-OUTPUTS = {"label": Image, "color": Image, "overlay": Image, "timing": DiagnosticArray}
+# The image outputs: raw, and image_transport-style compressed beside each (PNG for the label: lossless).
+IMAGE_OUTPUTS = {"label": ("mono8", "png"), "color": ("rgb8", "jpeg"), "overlay": ("rgb8", "jpeg")}
+OUTPUTS = {
+    **{name: Image for name in IMAGE_OUTPUTS},
+    **{f"{name}/compressed": CompressedImage for name in IMAGE_OUTPUTS},
+    "timing": DiagnosticArray,
+    "camera_info": CameraInfo,  # the camera's own, with each label's header (camera_info.py)
+}
+MAILBOX_DEPTH = 2  # frames a camera may have waiting for the worker (LatestFrames)
 REJECT_LOG_PERIOD_S = 10.0  # a bad stream logs each reason once, then at most this often
 
 
@@ -39,32 +52,40 @@ def camera_names_problem(names) -> str | None:
 
 
 class LatestFrames:
-    """One newest-frame slot per camera: a new frame replaces its camera's untaken one.
+    """Each camera's newest untaken frames, MAILBOX_DEPTH at most: a new frame beyond them replaces its camera's
+    oldest untaken one.
 
-    The worker takes every waiting camera's frame at once, so each camera puts at most one frame into a batch
-    and one that sends faster than the others cannot crowd them out; one that stops holds nobody up.
+    Two, not one: a late DDS retransmission or a bag's burst brings two frames of a camera at once, and the
+    older is still segmented; when inference is slower than the camera, the newest two win and the rest are
+    counted as dropped. The worker takes one frame of every waiting camera at once (each camera's oldest), so
+    each camera puts at most one frame into a batch and one that sends faster than the others cannot crowd
+    them out; one that stops holds nobody up.
     """
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, depth: int = MAILBOX_DEPTH):
         self._ready = threading.Condition()
-        self._slots = [None] * count
+        self._slots = [deque() for _ in range(count)]
+        self._depth = depth
         self._closed = False
 
     def put(self, index: int, frame) -> bool:
-        """Stores camera ``index``'s ``frame``; True when it overwrote an untaken one."""
+        """Stores camera ``index``'s ``frame``; True when it replaced an untaken one."""
         with self._ready:
-            overwritten = self._slots[index] is not None
-            self._slots[index] = frame
+            slot = self._slots[index]
+            replaced = len(slot) >= self._depth
+            if replaced:
+                slot.popleft()
+            slot.append(frame)
             self._ready.notify()
-        return overwritten
+        return replaced
 
     def take(self) -> list | None:
-        """Waits for a frame; then every waiting one as (camera index, frame), in camera order. None once closed."""
+        """Waits for a frame; then each waiting camera's oldest as (camera index, frame), in camera order. None once
+        closed."""
         with self._ready:
-            while not self._closed and all(frame is None for frame in self._slots):
+            while not self._closed and not any(self._slots):
                 self._ready.wait()
-            waiting = [(index, frame) for index, frame in enumerate(self._slots) if frame is not None]
-            self._slots = [None] * len(self._slots)
+            waiting = [(index, slot.popleft()) for index, slot in enumerate(self._slots) if slot]
         return None if self._closed else waiting
 
     def close(self) -> None:
@@ -87,27 +108,44 @@ class Camera:
         self.name = name
         self._node = node
         prefix = f"{name}/" if name else ""
-        output_qos = qos.profile(qos.POLICIES[node.get_parameter("output_reliability").value], self._depth())
-        self.outputs = {
-            output: node.create_publisher(msg_type, f"~/{prefix}{output}", output_qos)
+        reliability = qos.POLICIES[node.get_parameter("output_reliability").value]
+        self.outputs = {  # a profile each: an override changes the profile it is given
+            output: qos.output_publisher(node, msg_type, f"~/{prefix}{output}", qos.profile(reliability, self._depth()))
             for output, msg_type in OUTPUTS.items()
         }
+        topic = f"{prefix}image/compressed" if compressed else f"{prefix}image"
+        setting = node.get_parameter("qos_reliability").value
+        reliability, depth = qos.input_overrides(node, topic, setting, qos.input_depth(self._depth()))
         self.input = qos.InputSubscription(
-            node,
-            CompressedImage if compressed else Image,
-            f"{prefix}image/compressed" if compressed else f"{prefix}image",
-            receive,
-            node.get_parameter("qos_reliability").value,
-            self._depth(),
+            node, CompressedImage if compressed else Image, topic, receive, reliability, depth
+        )
+        # Best effort hears reliable and best-effort camera_info publishers alike.
+        self.infos = CameraInfos()
+        self._info_subscription = node.create_subscription(
+            CameraInfo, f"{prefix}camera_info", self.infos.add, qos_profile_sensor_data
         )
         self.stats = diagnostics.FrameStats(frame_s=frame_s)
+        self._stamps = StampGaps()
         label = f"{name} " if name else ""
         self.status_name = f"{node.get_fully_qualified_name()}: {label}segmentation"
         self.timing_name = f"{node.get_fully_qualified_name()}: {label}frame timing"
         self._last_reject_log = {}
 
+    def close(self) -> None:
+        """Unsubscribes and stops publishing."""
+        self.input.close()
+        self._node.destroy_subscription(self._info_subscription)
+        for publisher in self.outputs.values():
+            self._node.destroy_publisher(publisher)
+
     def _depth(self) -> int:
         return self._node.get_parameter("qos_depth").value
+
+    def received(self, header) -> None:
+        """Counts a frame received, and the frames its stamp says were lost before it."""
+        self.stats.count("received")
+        for event, times in self._stamps.observe(stamp_ns(header)).items():
+            self.stats.count(event, times=times)
 
     def wanted(self) -> set:
         """The outputs somebody subscribes to."""

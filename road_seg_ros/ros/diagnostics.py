@@ -37,11 +37,12 @@ class FrameStats:
         self._unanswered_since = None  # the first frame received since the last output (or idle frame)
         self._frame_s = frame_s  # a running mean of the latency
 
-    def count(self, event: str, reason: str = "") -> int:
-        """Counts ``event`` (received, dropped, idle, rejected); returns the total for ``reason`` if given."""
+    def count(self, event: str, reason: str = "", times: int = 1) -> int:
+        """Counts ``event`` (received, dropped, idle, rejected; lost, stamps_backwards, stamps_repeated from the
+        header stamps) ``times`` times; returns the total for ``reason`` if given."""
         with self._lock:
-            self.totals[event] += 1
-            self._window[event] += 1
+            self.totals[event] += times
+            self._window[event] += times
             if event == "received":
                 now = time.monotonic()
                 if self._unanswered_since is None or now - self._last_received > self._silence_limit_s():
@@ -97,6 +98,8 @@ def health(
     problems = [f"no output for {silent_s:.1f} s while input flows"] if silent_s else []
     if fps_out < min_fps:
         problems.append(f"output {fps_out:.1f} fps is below min_fps {min_fps:g}")
+    if window["lost"]:
+        problems.append(f"lost {window['lost']} frames on the way in (gaps in their header stamps)")
     if window["dropped"]:
         problems.append(f"dropped {window['dropped']} frames: inference is slower than the input")
     if window["rejected"]:
@@ -119,6 +122,9 @@ def summary_values(stats: FrameStats, window: Counter, seconds: float, latencies
         "frames_in": totals["received"],
         "frames_out": totals["published"],
         "frames_dropped": totals["dropped"],
+        "frames_lost": totals["lost"],  # sent but never received: from the header stamps, an estimate
+        "stamps_backwards": totals["stamps_backwards"],
+        "stamps_repeated": totals["stamps_repeated"],
         "frames_rejected": totals["rejected"],
         "frames_idle": totals["idle"],
         **{f"rejected_{reason}": stats.rejected[reason] for reason in REJECT_REASONS},

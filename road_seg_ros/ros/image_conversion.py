@@ -18,7 +18,14 @@ try:
 except ImportError:  # not in a ROS 2 distro: the codec's encodings are all we read
     CvBridge = CvBridgeError = None
 
-__all__ = ["ImageError", "array_to_image", "compressed_to_rgb", "image_to_array", "image_to_rgb", "rgb_to_compressed"]
+__all__ = [
+    "ImageError",
+    "array_to_compressed",
+    "array_to_image",
+    "compressed_to_rgb",
+    "image_to_rgb",
+    "rgb_to_compressed",
+]
 
 
 def image_to_rgb(msg: Image, max_pixels: int = 0) -> np.ndarray:
@@ -27,11 +34,6 @@ def image_to_rgb(msg: Image, max_pixels: int = 0) -> np.ndarray:
         codec.check_size(msg.width, msg.height, max_pixels, f"{msg.encoding} image")
         return _convert_with_cv_bridge(msg)
     return codec.raw_to_rgb(msg, max_pixels)
-
-
-def image_to_array(msg: Image) -> np.ndarray:
-    """The pixels as stored, 8 bits per channel: H x W for mono8 (e.g. ~/label), else H x W x channels."""
-    return codec.raw_to_array(msg)
 
 
 def compressed_to_rgb(msg: CompressedImage, max_pixels: int = 0) -> np.ndarray:
@@ -61,14 +63,21 @@ def rgb_to_image(rgb: np.ndarray, header=None, encoding: str = "rgb8") -> Image:
     return array_to_image(codec.from_rgb(rgb, encoding), encoding, header)
 
 
-def rgb_to_compressed(rgb: np.ndarray, header=None, fmt: str = "jpeg", jpeg_quality=codec.JPEG_QUALITY):
-    """H x W x 3 RGB -> CompressedImage in ``fmt`` (jpeg or png), as image_transport's compressed plugin sends it."""
-    encoded = codec.encode_compressed(rgb, fmt, jpeg_quality)
-    msg = CompressedImage(format=codec.compressed_format_string(fmt), check_fields=True)
+def array_to_compressed(pixels: np.ndarray, encoding: str, header=None, fmt: str = "jpeg", jpeg_quality=None):
+    """H x W (mono8) or H x W x 3 (rgb8) uint8 -> CompressedImage in ``fmt`` (jpeg or png), as image_transport's
+    compressed plugin sends it; PNG is lossless (a label image decodes to exactly its class ids)."""
+    quality = codec.JPEG_QUALITY if jpeg_quality is None else jpeg_quality
+    encoded = codec.encode_compressed(pixels, fmt, quality)
+    msg = CompressedImage(format=codec.compressed_format_string(fmt, encoding), check_fields=True)
     msg.data = array.array("B", encoded.tobytes())
     if header is not None:
         msg.header = header
     return msg
+
+
+def rgb_to_compressed(rgb: np.ndarray, header=None, fmt: str = "jpeg", jpeg_quality=codec.JPEG_QUALITY):
+    """H x W x 3 RGB -> CompressedImage in ``fmt`` (jpeg or png), as a compressed camera sends it."""
+    return array_to_compressed(rgb, "rgb8", header, fmt, jpeg_quality)
 
 
 def _convert_with_cv_bridge(msg: Image) -> np.ndarray:

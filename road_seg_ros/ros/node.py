@@ -1,11 +1,15 @@
 """The live segmentation node: camera frames in, class ids, colours, overlay and timing out.
 
-The subscription callbacks only store each camera's newest frame; a worker
+The subscription callbacks only store each camera's newest frames (two); a worker
 thread takes every camera's waiting frame at once and runs them through the
 engine as one batch, so inference never blocks receiving, a slow model drops
 stale frames (counted) instead of building a backlog, and one model serves
 all cameras. Everything else here is parameters, message plumbing and
 diagnostics: the engine does the work.
+
+It is a managed (lifecycle) node: configure builds and warms the engine, activate subscribes and
+publishes, deactivate stops both, cleanup frees the engine, shutdown ends the process. With ``autostart``
+(the default) it configures and activates itself at start-up.
 
 Whatever goes wrong with one frame is that frame's rejection, counted by
 reason in /diagnostics; the worker never stops on a frame. Should it stop all
@@ -14,12 +18,10 @@ the same, the node logs FATAL and exits with status 1, so a launch file's
 """
 
 import math
-import os
 import signal
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,23 +29,29 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, ShutdownException
 from rclpy.impl.implementation_singleton import rclpy_implementation
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
 from ..core.checkpoint import CheckpointError
 from ..core.engine import SegmentationEngine
+from ..core.files import one_line
 from ..core.frames import stamp_ns
 from ..core.options import EngineError, EngineOptions
-from . import diagnostics
-from .cameras import REJECT_LOG_PERIOD_S, Camera, LatestFrames, camera_names_problem
-from .image_conversion import ImageError, array_to_image, compressed_to_rgb, image_to_rgb
-from .params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, declare
-from .runtime import apply_dds_profile, fast_executor, refuse_malformed_parameter_requests
+from . import diagnostics, qos
+from .cameras import IMAGE_OUTPUTS, Camera, LatestFrames, camera_names_problem
+from .image_conversion import ImageError, array_to_compressed, array_to_image, compressed_to_rgb, image_to_rgb
+from .params import MODEL_PARAMETERS, NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, declare, declare_model_parameters
+from .runtime import (
+    apply_dds_profile,
+    describe_error,
+    exit_now,
+    fast_executor,
+    refuse_malformed_parameter_requests,
+    spin_once,
+)
 
 DIAGNOSTICS_PERIOD_S = 1.0
-STOP_CHECK_PERIOD_S = 0.1  # how soon Ctrl-C, SIGTERM or a stopped worker is acted on
 # On SIGTERM the worker may finish the frame it is on for this long (tens of ms for a camera frame); past it
 # the node exits without it: a frame at the codec's pixel ceiling decodes for 0.3-1.6 s on a busy 2-core CPU.
 # Measured with that frame mid-decode: SIGTERM to exit in 0.3-0.6 s. test_hostile_node.py checks that the node
@@ -53,17 +61,17 @@ EXIT_WORKER_STOPPED = 1
 
 
 def _image_outputs(segmentation, wanted) -> dict:
-    """The image outputs somebody subscribes to, as (pixels, encoding)."""
-    images = {"label": (segmentation.labels, "mono8")}
-    if segmentation.color is not None:
-        images["color"] = (segmentation.color, "rgb8")
-    if segmentation.overlay is not None:
-        images["overlay"] = (segmentation.overlay, "rgb8")
-    return {name: image for name, image in images.items() if name in wanted}
+    """The images somebody subscribes to, raw or compressed, as name -> pixels."""
+    images = {"label": segmentation.labels, "color": segmentation.color, "overlay": segmentation.overlay}
+    return {name: pixels for name, pixels in images.items() if _wants(wanted, name)}
+
+
+def _wants(wanted, image: str) -> bool:
+    return image in wanted or f"{image}/compressed" in wanted
 
 
 @dataclass
-class _Frame:
+class DecodedFrame:
     """One camera's decoded frame on its way through a batch."""
 
     camera: Camera
@@ -75,7 +83,10 @@ class _Frame:
     decode_ms: float
 
 
-class RoadSegNode(Node):
+class RoadSegNode(LifecycleNode):
+    """A managed node: configure builds and warms the engine, activate subscribes and publishes, deactivate stops
+    both, cleanup frees the engine. With ``autostart`` (the default) main() configures and activates it."""
+
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         # Registered first so start-up values go through the same checks as set_parameters.
@@ -83,28 +94,72 @@ class RoadSegNode(Node):
         refuse_malformed_parameter_requests(self)
         for param in PARAMETERS:
             declare(self, param)
+        self.engine, self._cameras, self._worker, self._timer, self._diagnostics = None, [], None, None, None
+        self.failure = None  # why the last transition failed, one line
+        self.worker_stopped = threading.Event()  # set if the worker ends without being asked to
+        self.shut_down = threading.Event()  # set by the shutdown transition: main then exits
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        return self._transition("configure", self._configure)
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        return self._transition("activate", self._activate)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        return self._transition("deactivate", self.close)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        return self._transition("cleanup", self._cleanup)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.close()
+        self._cleanup()
+        self.shut_down.set()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _transition(self, name: str, step) -> TransitionCallbackReturn:
+        self.failure = None
+        try:
+            step()
+        except (ParameterException, EngineError, CheckpointError, qos.QosOverrideError) as error:
+            self.failure = one_line(error)
+        except Exception as error:  # a bug: say where
+            self.failure = describe_error(error)
+        if self.failure is not None:
+            if not self._param("autostart"):  # with autostart, main() says it, FATAL
+                self.get_logger().error(f"{name} failed: {self.failure}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
         self.engine = SegmentationEngine(EngineOptions.from_parameters(self._values()))
+        if not self.has_parameter(MODEL_PARAMETERS[0].name):  # read-only: the same model on every configure
+            declare_model_parameters(self, self.engine.class_names, self.engine.info.class_colors)
+        self._warm_up_s = self._warm_up(len(self._param("cameras") or [""]))
+
+    def _activate(self) -> None:
         names = self._param("cameras") or [""]  # "": the one camera on the node's own topics
-        warm_up_s = self._warm_up(len(names))
         compressed = self._param("input_transport") == "compressed"
         self._decode = compressed_to_rgb if compressed else image_to_rgb
-        self._cameras = [
-            Camera(self, name, compressed, lambda msg, index=index: self._receive(index, msg), warm_up_s)
-            for index, name in enumerate(names)
-        ]
-        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._latest = LatestFrames(len(self._cameras))
+        self._latest = LatestFrames(len(names))
         self._batches = diagnostics.BatchStats()
-        self.worker_stopped = threading.Event()  # set if the worker ends without being asked to
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        try:
+            for index, name in enumerate(names):
+                receive = lambda msg, index=index: self._receive(index, msg)  # noqa: E731
+                self._cameras.append(Camera(self, name, compressed, receive, self._warm_up_s))
+        except qos.QosOverrideError:
+            self.close()
+            raise
         self._worker = threading.Thread(target=self._work, name="road_seg_inference", daemon=True)
         self._worker.start()
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self._timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         engine = self.engine
         inputs = ", ".join(f"{camera.input.topic_name} ({camera.input.describe()})" for camera in self._cameras)
         self.get_logger().info(
             f"ready: {engine.checkpoint or engine.model_name} on {engine.device} ({engine.precision}, "
             f"{engine.backend}), input {inputs}, outputs {self._param('output_reliability')}, "
-            f"depth {self._param('qos_depth')}"
+            f"depth {qos.input_depth(self._param('qos_depth'))} in, {self._param('qos_depth')} out"
         )
 
     def _warm_up(self, cameras: int) -> float:
@@ -121,9 +176,24 @@ class RoadSegNode(Node):
         return one_frame_s
 
     def close(self) -> None:
-        """Stops the worker after the batch it is on, waiting WORKER_STOP_TIMEOUT_S at most."""
-        self._latest.close()
-        self._worker.join(timeout=WORKER_STOP_TIMEOUT_S)
+        """Stops the worker after the batch it is on (WORKER_STOP_TIMEOUT_S at most), then unsubscribes and stops
+        publishing: the node is configured, not active."""
+        if self._worker is not None:
+            self._latest.close()
+            self._worker.join(timeout=WORKER_STOP_TIMEOUT_S)
+            self._worker = None
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        for camera in self._cameras:
+            camera.close()
+        self._cameras = []
+        if self._diagnostics is not None:
+            self.destroy_publisher(self._diagnostics)
+            self._diagnostics = None
+
+    def _cleanup(self) -> None:
+        self.engine = None  # the model and its runtime are freed with it
 
     def _param(self, name: str):
         return self.get_parameter(name).value
@@ -137,15 +207,17 @@ class RoadSegNode(Node):
             if param and param.choices and parameter.value not in param.choices:
                 reason = f"{param.name} must be one of {', '.join(param.choices)}, got {parameter.value!r}"
                 return SetParametersResult(successful=False, reason=reason)
+            if param and param.problem and (reason := param.problem(parameter.value)):
+                return SetParametersResult(successful=False, reason=reason)
             if parameter.name == "cameras" and (reason := camera_names_problem(parameter.value or [])):
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     def _receive(self, index: int, msg) -> None:
-        stats = self._cameras[index].stats
-        stats.count("received")
+        camera = self._cameras[index]
+        camera.received(msg.header)
         if self._latest.put(index, (msg, time.monotonic())):
-            stats.count("dropped")
+            camera.stats.count("dropped")
 
     def _work(self) -> None:
         try:
@@ -153,7 +225,7 @@ class RoadSegNode(Node):
                 self._process(waiting)
         except BaseException as error:  # the thread ends either way: say why; main then exits non-zero
             if not self._latest.closed:
-                self.get_logger().fatal(f"inference worker stopped: {_describe(error)}; exiting")
+                self.get_logger().fatal(f"inference worker stopped: {describe_error(error)}; exiting")
                 self.worker_stopped.set()
 
     def _process(self, waiting: list) -> None:
@@ -162,7 +234,7 @@ class RoadSegNode(Node):
         frames = [self._take_up(self._cameras[index], *frame) for index, frame in waiting]
         self._segment([frame for frame in frames if frame is not None])
 
-    def _take_up(self, camera: Camera, msg, received_at: float) -> _Frame | None:
+    def _take_up(self, camera: Camera, msg, received_at: float) -> DecodedFrame | None:
         """The frame decoded, or None: nobody listens to its camera (counted idle) or it is rejected."""
         wanted = camera.wanted()
         if not wanted:
@@ -175,9 +247,9 @@ class RoadSegNode(Node):
             camera.reject(error.reason, str(error))
             return None
         except Exception as error:  # a bug or a frame nobody foresaw: that frame only
-            camera.reject(diagnostics.INTERNAL_ERROR, _describe(error))
+            camera.reject(diagnostics.INTERNAL_ERROR, describe_error(error))
             return None
-        return _Frame(camera, msg, received_at, started, rgb, wanted, (time.perf_counter() - started) * 1000.0)
+        return DecodedFrame(camera, msg, received_at, started, rgb, wanted, (time.perf_counter() - started) * 1000.0)
 
     def _segment(self, frames: list) -> None:
         """The frames as one batch through the engine, each camera's outputs published; should the batch fail,
@@ -187,8 +259,8 @@ class RoadSegNode(Node):
         try:
             results = self.engine.segment_batch(
                 [frame.rgb for frame in frames],
-                with_color=["color" in frame.wanted for frame in frames],
-                with_overlay=["overlay" in frame.wanted for frame in frames],
+                with_color=[_wants(frame.wanted, "color") for frame in frames],
+                with_overlay=[_wants(frame.wanted, "overlay") for frame in frames],
                 overlay_alpha=self._param("overlay_alpha"),
             )  # colour and overlay come from the engine's own pass: on the GPU when it runs there
         except Exception as error:
@@ -205,20 +277,37 @@ class RoadSegNode(Node):
             except Exception as error:
                 _reject_failure(frame.camera, error)
 
-    def _publish(self, frame: _Frame, segmentation, batch_size: int) -> None:
+    def _publish(self, frame: DecodedFrame, segmentation, batch_size: int) -> None:
         camera, header = frame.camera, frame.msg.header
         timings = {"decode": frame.decode_ms, **segmentation.timings_ms}
         timings.pop("total", None)  # the node's total below spans decode to publish
         images = _image_outputs(segmentation, frame.wanted)
         publishing = time.perf_counter()
-        for name, (pixels, encoding) in images.items():
-            camera.outputs[name].publish(array_to_image(pixels, encoding, header))
+        published = []
+        for name, pixels in images.items():
+            encoding, fmt = IMAGE_OUTPUTS[name]
+            if name in frame.wanted:
+                camera.outputs[name].publish(array_to_image(pixels, encoding, header))
+                published.append(name)
+            if f"{name}/compressed" in frame.wanted:
+                quality = self._param("jpeg_quality")
+                camera.outputs[f"{name}/compressed"].publish(
+                    array_to_compressed(pixels, encoding, header, fmt, quality)
+                )
+                published.append(f"{name}/compressed")
+        if "camera_info" in frame.wanted:
+            info = camera.infos.for_label(header, *segmentation.labels.shape[:2])
+            if info is not None:
+                camera.outputs["camera_info"].publish(info)
+                published.append("camera_info")
         done = time.perf_counter()
         timings["publish"] = (done - publishing) * 1000.0
         timings["total"] = (done - frame.started) * 1000.0
         timings["queue"] = (frame.started - frame.received_at) * 1000.0
         if "timing" in frame.wanted:
-            camera.outputs["timing"].publish(self._timing_message(camera, header, timings, sorted(images), batch_size))
+            camera.outputs["timing"].publish(
+                self._timing_message(camera, header, timings, sorted(published), batch_size)
+            )
         camera.stats.published((done - frame.received_at) * 1000.0)
 
     def _timing_message(self, camera: Camera, header, timings: dict, outputs: list, batch_size: int):
@@ -262,7 +351,7 @@ def _reject_failure(camera: Camera, error: Exception) -> None:
     """A frame the engine or publishing failed on: a RuntimeError from the runtime (e.g. CUDA out of memory) is an
     inference error, anything else a bug or a frame nobody foresaw."""
     reason = diagnostics.INFERENCE_ERROR if isinstance(error, RuntimeError) else diagnostics.INTERNAL_ERROR
-    camera.reject(reason, _describe(error))
+    camera.reject(reason, describe_error(error))
 
 
 def main(args=None) -> int:
@@ -276,56 +365,35 @@ def main(args=None) -> int:
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except rclpy_implementation.RCLError as error:  # e.g. --ros-args naming a params file that does not parse
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {' '.join(str(error).split())}")
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {one_line(error)}")
         return 1
     try:
         node = RoadSegNode()
-    except (ParameterException, EngineError, CheckpointError) as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
+    except ParameterException as error:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {one_line(error)}")
+        rclpy.try_shutdown()
+        return 1
+    if node.get_parameter("autostart").value and not _start(node):
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {node.failure}")
+        node.destroy_node()
         rclpy.try_shutdown()
         return 1
     executor = fast_executor()
     executor.add_node(node)
     try:
-        while not stop.is_set() and rclpy.ok() and not node.worker_stopped.is_set():
-            _spin_once(executor, node)
+        while not stop.is_set() and rclpy.ok() and not node.worker_stopped.is_set() and not node.shut_down.is_set():
+            spin_once(executor, node)
     finally:
         node.close()  # the worker finishes its frame while it can still publish
         node.destroy_node()
         rclpy.try_shutdown()
-    _exit_now(EXIT_WORKER_STOPPED if node.worker_stopped.is_set() else 0)
+    exit_now(EXIT_WORKER_STOPPED if node.worker_stopped.is_set() else 0)
 
 
-def _exit_now(status: int) -> None:
-    """Ends the process once the node is shut down, without finalising the interpreter.
-
-    Finalising would only tear down torch's modules, 2-3 s on a busy 2-core CPU (past the 2 s a SIGTERM
-    may take), and with the worker still inside OpenCV or the runtime it aborts the process (std::terminate
-    from a native thread pool).
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
-
-
-def _spin_once(executor, node) -> None:
-    """One turn of the executor; an exception from a callback is logged and the node goes on serving."""
-    try:
-        executor.spin_once(timeout_sec=STOP_CHECK_PERIOD_S)
-    except (ExternalShutdownException, ShutdownException):
-        raise
-    except Exception as error:  # e.g. a request rclpy itself cannot parse: one caller's problem, not the node's
-        node.get_logger().error(
-            f"callback failed, still serving: {_describe(error)}", throttle_duration_sec=REJECT_LOG_PERIOD_S
-        )
-
-
-def _describe(error: BaseException) -> str:
-    """One line: the exception's type and first line, and where it was raised."""
-    frames = traceback.extract_tb(error.__traceback__)
-    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else 'no message'}{where}"
+def _start(node: RoadSegNode) -> bool:
+    """configure, then activate; False (``node.failure`` says why) when either fails."""
+    success = TransitionCallbackReturn.SUCCESS
+    return node.trigger_configure() == success and node.trigger_activate() == success
 
 
 if __name__ == "__main__":

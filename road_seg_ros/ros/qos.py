@@ -5,8 +5,13 @@ subscribers for best effort). The input asks for what the camera offers: a relia
 reliably, so its large frames are retransmitted instead of lost; a best-effort one best effort.
 """
 
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterException
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+
+from ..core.files import one_line
 
 # rclpy has it from Jazzy on: at creation, reliable if every known publisher offers reliable (or there is
 # none yet), else best effort.
@@ -17,6 +22,12 @@ POLICIES = {
     "reliable": ReliabilityPolicy.RELIABLE,
 }
 NAMES = {ReliabilityPolicy.BEST_EFFORT: "best_effort", ReliabilityPolicy.RELIABLE: "reliable"}
+# The input's reader keeps at least this many frames (image_transport's publisher depth). With depth 1, three
+# reliable cameras publishing from one process in bursts lost half the frames of two of them inside DDS,
+# uncounted (benchmarks/dds_delivery.md); the node's own two-frame mailbox still makes the newest frames win,
+# and counts what it replaces as dropped.
+INPUT_DEPTH = 10
+MAX_DEPTH = 100  # qos_depth's limit, and the input's with an override
 
 
 def profile(reliability: ReliabilityPolicy, depth: int) -> QoSProfile:
@@ -24,6 +35,48 @@ def profile(reliability: ReliabilityPolicy, depth: int) -> QoSProfile:
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability, durability=DurabilityPolicy.VOLATILE
     )
+
+
+def input_depth(qos_depth: int) -> int:
+    """The input's history depth for a ``qos_depth`` setting: INPUT_DEPTH at least."""
+    return max(qos_depth, INPUT_DEPTH)
+
+
+class QosOverrideError(ValueError):
+    """A standard ``qos_overrides.<topic>.<publisher|subscription>.<policy>`` parameter the node cannot take."""
+
+
+def output_publisher(node, msg_type, topic: str, qos: QoSProfile):
+    """A publisher that takes ROS 2's standard ``qos_overrides./<topic>.publisher.reliability|history|depth``
+    parameters (image_pipeline's convention), ``qos`` (the node's own settings) where none is given."""
+    try:
+        return node.create_publisher(
+            msg_type, topic, qos, qos_overriding_options=QoSOverridingOptions.with_default_policies()
+        )
+    except (RuntimeError, ParameterException) as error:  # rclpy: RuntimeError for a value it does not know
+        raise QosOverrideError(f"qos_overrides for {node.resolve_topic_name(topic)}: {one_line(error)}") from None
+
+
+def input_overrides(node, topic: str, setting: str, depth: int) -> tuple:
+    """The input's reliability setting and depth after ``qos_overrides./<topic>.subscription.reliability`` and
+    ``.depth`` (declared read-only, the node's own settings their defaults). Declared here, not by rclpy, because
+    the input re-subscribes as its publishers change (best_available), and its reliability can be best_available."""
+    base = f"qos_overrides.{node.resolve_topic_name(topic)}.subscription"
+    reliability, depth = (
+        _declared(node, f"{base}.{policy}", default) for policy, default in (("reliability", setting), ("depth", depth))
+    )
+    if reliability not in POLICIES:
+        raise QosOverrideError(f"{base}.reliability must be one of {', '.join(POLICIES)}, got {reliability!r}")
+    if not 1 <= depth <= MAX_DEPTH:
+        raise QosOverrideError(f"{base}.depth must be 1..{MAX_DEPTH}, got {depth}")
+    return reliability, depth
+
+
+def _declared(node, name: str, default):
+    """A read-only parameter's value, declared on first use (a node that activates again has it already)."""
+    if node.has_parameter(name):
+        return node.get_parameter(name).value
+    return node.declare_parameter(name, default, ParameterDescriptor(read_only=True)).value
 
 
 def input_reliability(name: str, best_available=BEST_AVAILABLE) -> ReliabilityPolicy:
@@ -64,6 +117,10 @@ class InputSubscription:
         self._timer = node.create_timer(self.RESUBSCRIBE_DELAY_S, self._resubscribe)
         self._timer.cancel()
         self._create(input_reliability(setting))
+
+    def close(self) -> None:
+        self._node.destroy_timer(self._timer)
+        self._node.destroy_subscription(self._subscription)
 
     @property
     def topic_name(self) -> str:

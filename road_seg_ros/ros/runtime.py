@@ -3,19 +3,25 @@ and a guard on rclpy's parameter services."""
 
 import io
 import os
+import sys
+import traceback
 
 from rcl_interfaces.msg import SetParametersResult
 from rcl_interfaces.srv import SetParameters, SetParametersAtomically
-from rclpy.executors import Executor, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, ShutdownException, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 from ..core.resources import find_shipped
+from .cameras import REJECT_LOG_PERIOD_S
 
 DDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 DDS_PROFILE_NAME = "fastdds.xml"
 # Distros whose Fast DDS 2.x reads only the old variable; Fast DDS 3 warns that it is deprecated.
 FASTDDS_2_DISTROS = ("humble", "iron", "jazzy")
 PARAMETER_TYPES = frozenset(kind.value for kind in Parameter.Type)
+
+
+STOP_CHECK_PERIOD_S = 0.1  # how soon Ctrl-C, SIGTERM or a stopped worker is acted on
 
 
 def apply_dds_profile(environ=os.environ) -> None:
@@ -80,3 +86,35 @@ def _refusing_unknown_types(callback, srv_type):
         return response
 
     return checked
+
+
+def exit_now(status: int) -> None:
+    """Ends the process once the node is shut down, without finalising the interpreter.
+
+    Finalising would only tear down torch's modules, 2-3 s on a busy 2-core CPU (past the 2 s a SIGTERM
+    may take), and with the worker still inside OpenCV or the runtime it aborts the process (std::terminate
+    from a native thread pool).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def spin_once(executor, node) -> None:
+    """One turn of the executor; an exception from a callback is logged and the node goes on serving."""
+    try:
+        executor.spin_once(timeout_sec=STOP_CHECK_PERIOD_S)
+    except (ExternalShutdownException, ShutdownException):
+        raise
+    except Exception as error:  # e.g. a request rclpy itself cannot parse: one caller's problem, not the node's
+        node.get_logger().error(
+            f"callback failed, still serving: {describe_error(error)}", throttle_duration_sec=REJECT_LOG_PERIOD_S
+        )
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: the exception's type and first line, and where it was raised."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else 'no message'}{where}"

@@ -16,7 +16,6 @@ report.json and mosaic.png; state.pt lets ``--resume`` continue a run.
 """
 
 import argparse
-import hashlib
 import json
 import math
 import time
@@ -27,9 +26,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..core.backends import resolve_device
 from ..core.checkpoint import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
 from ..core.cli import exit_with, positive_number, whole_number
 from ..core.engine import SegmentationEngine
+from ..core.files import written_whole
 from ..core.labels import color_table
 from ..core.options import DEVICES, EngineError, EngineOptions, default_checkpoint
 from ..core.resources import share_folders
@@ -43,11 +44,7 @@ from .bags import BagError, CameraBag
 from .replay_report import mosaic, overlay_tile
 
 DEFAULT_MINUTES = 15.0  # about 85 frames on a 2-core CPU (docs/results.md)
-TEACHER_SCALES = (0.75, 1.0, 1.25, 1.5)  # the base student as its own teacher: cheap, so many views
-# The committed GPU teacher (DeepLabV3+ ResNet-18, 113 GFLOPs at 360x480) takes 0.48 s a view on this 2-core CPU:
-# the four scales above (5.4 views' worth, with flip 10.7) would spend 7 min on 85 frames and break the 20-minute
-# target, so it gets one scale + flip (about 1.5 min).
-COMMITTED_TEACHER_SCALES = (1.0,)
+TEACHER_SCALES = (0.75, 1.0, 1.25, 1.5)  # the teacher's views of each frame, each also flipped
 MIN_ADAPT_FRAMES = 8
 MIN_HELD_OUT = 2
 MIN_STEPS = 10  # a budget that cannot fit this many steps is refused before anything is written
@@ -61,42 +58,26 @@ class AdaptError(RuntimeError):
 
 
 def committed_teacher() -> Path | None:
-    """The GPU-trained teacher committed under models/teacher/ (as parts of at most 15 MiB), joined once."""
+    """The teacher shipped beside the student (models/teacher.safetensors), if installed."""
     for folder in share_folders("models"):
-        parts = sorted((folder / "teacher").glob("teacher.safetensors.part*"))
-        if parts:
-            return join_parts(parts, Path.home() / ".cache" / "road_seg_ros")
+        if (folder / "teacher.safetensors").is_file():
+            return folder / "teacher.safetensors"
     return None
 
 
-def join_parts(parts: list[Path], cache: Path) -> Path:
-    """The parts joined into one file in ``cache``, named by their content's digest: a newer teacher of the same
-    size (each session's continuation is) is joined anew, never mistaken for the one before, which is removed."""
-    contents = b"".join(part.read_bytes() for part in parts)  # read once, for the digest and, if new, the file
-    joined = cache / f"teacher-{hashlib.sha256(contents).hexdigest()[:16]}.safetensors"
-    if not joined.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        joined.with_suffix(".tmp").write_bytes(contents)
-        joined.with_suffix(".tmp").replace(joined)
-        for stale in cache.glob("teacher*.safetensors"):
-            if stale != joined:
-                stale.unlink()
-    return joined
-
-
 def choose_teacher(teachers: list, base: Path) -> tuple[list[Path], tuple, str]:
-    """``--teacher`` (one, or several averaged), else the committed GPU teacher, else the base student; the
-    scales its views are taken at (each also flipped); and how the report names it."""
+    """``--teacher`` (one, or several averaged), else the shipped teacher, else the base student; the scales
+    its views are taken at, each also flipped (both teachers are cheap enough for it, and it scores higher on
+    val: docs/results.md); and how the report names it."""
     committed = None if teachers else committed_teacher()
     if teachers:
-        paths, scales, name = [Path(t) for t in teachers], TEACHER_SCALES, f"--teacher {' '.join(teachers)}"
+        paths, name = [Path(t) for t in teachers], f"--teacher {' '.join(teachers)}"
     elif committed is not None:
-        paths, scales, name = [committed], COMMITTED_TEACHER_SCALES, "the committed GPU-trained teacher"
+        paths, name = [committed], "the shipped teacher (models/teacher.safetensors)"
     else:
-        paths, scales, name = [base], TEACHER_SCALES, "the base student itself with test-time augmentation"
-    views = f"multi-scale {'/'.join(f'{s:g}' for s in scales)}" if len(scales) > 1 else "one scale"
-    note = ": no GPU teacher is committed yet" if not teachers and committed is None else ""
-    return paths, scales, f"{name} ({views} + flip){note}"
+        paths, name = [base], "the base student itself: no teacher is installed"
+    views = "/".join(f"{scale:g}" for scale in TEACHER_SCALES)
+    return paths, TEACHER_SCALES, f"{name} (multi-scale {views} + flip)"
 
 
 def make_teacher(teachers: list, base: Path, info: ModelInfo, device: str) -> tuple[MultiScalePredictor, str]:
@@ -158,10 +139,7 @@ def adapt(args) -> dict:
         raise AdaptError(f"{out / RESULT} exists already; choose another --out (or --resume an unfinished run)")
     if args.resume and not (out / "state.pt").is_file():
         raise AdaptError(f"--resume: no unfinished run in {out} (no state.pt)")
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")  # fmt: skip
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AdaptError("--device cuda but no CUDA device is available")
+    device = resolve_device(args.device, backend="torch")
     frames = read_frames(args)
     adapt_frames, held_out = split_frames(frames, args.held_out_every)
     base = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
@@ -232,9 +210,8 @@ def run_budget(loop: SelfTraining, out: Path, args) -> list:
 
 
 def _save_state(loop: SelfTraining, out: Path) -> None:
-    tmp = out / "state.pt.tmp"
-    torch.save(loop.state_dict(), tmp)
-    tmp.replace(out / "state.pt")
+    with written_whole(out / "state.pt") as temporary:
+        torch.save(loop.state_dict(), temporary)
 
 
 def write_report(out: Path, context: dict, base: Path, held_out, teacher_labels, device) -> dict:
@@ -310,8 +287,8 @@ def parse_args(argv=None):
         nargs="+",
         default=[],
         metavar="CKPT",
-        help="teacher checkpoint; several: their probabilities are averaged (default: the committed GPU teacher, "
-        "else the student)",
+        help="teacher checkpoint; several: their probabilities are averaged (default: the shipped "
+        "teacher, models/teacher.safetensors, else the student)",
     )
     parser.add_argument("--gt-topic", help="ground-truth topic: adds before/after mIoU on the held-out frames")
     parser.add_argument("--device", default="auto", choices=DEVICES)

@@ -21,6 +21,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from ..core import codec
 from ..core.codec import ImageError
+from ..core.files import one_line
 from ..core.frames import split_ns, stamp_ns
 from ..core.resources import shipped_or_default
 
@@ -37,7 +38,7 @@ CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 STORAGES = ("mcap", "sqlite3")
 ENCODINGS = codec.WRITABLE_ENCODINGS + codec.COMPRESSED_FORMATS  # what a drive may be written as
 GROUND_TRUTH_ENCODINGS = ("mono8", "8UC1")
-# CamVid frames carry no clock; a fixed start (January 2008, when the drives were filmed) keeps stamps reproducible.
+# CamVid frames have no clock; a fixed start (January 2008, when the drives were filmed) keeps stamps reproducible.
 START_TIME_NS = 1_199_145_600 * 10**9
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -54,7 +55,7 @@ def bundled_bag() -> Path:
 
 
 @dataclass
-class Frame:
+class BagFrame:
     stamp_ns: int  # the image header stamp: the key outputs and ground truth are matched by
     rgb: np.ndarray  # H x W x 3 uint8
     ground_truth: np.ndarray | None  # H x W uint8 class ids, None when the bag has none for this stamp
@@ -278,7 +279,7 @@ class CameraBag:
         """Every image topic in the bag: name -> message type."""
         return {c.topic: c.msgtype for c in self._reader.connections if c.msgtype in (IMAGE_TYPE, COMPRESSED_TYPE)}
 
-    def frames(self) -> Iterator[Frame]:
+    def frames(self) -> Iterator[BagFrame]:
         """The frames in recording order, each with its ground truth when the bag has it."""
         truths = self._ground_truths()
         for rawdata, message in self._messages(self._connections):
@@ -290,7 +291,7 @@ class CameraBag:
                     f"ground truth at stamp {stamp} is {truth.shape[1]}x{truth.shape[0]} "
                     f"but its frame is {rgb.shape[1]}x{rgb.shape[0]}"
                 )
-            yield Frame(stamp, rgb, truth, rawdata, self.msgtype)
+            yield BagFrame(stamp, rgb, truth, rawdata, self.msgtype)
 
     def _pick_image_topic(self, topic) -> str:
         images = self.image_topics
@@ -374,4 +375,4 @@ def decode_ground_truth(message, topic: str) -> np.ndarray:
 
 
 def _reason(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    return one_line(error) or type(error).__name__

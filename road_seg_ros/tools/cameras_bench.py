@@ -30,7 +30,8 @@ from ..ros.client import NodeProcess, RosClient
 from ..ros.image_conversion import rgb_to_image
 from ..ros.runtime import private_domain
 from .batch_bench import BATCH_REPS, batch_cost, batch_sentence, batch_target_line
-from .bench import environment, fmt_load
+from .bench_environment import environment
+from .bench_report import fmt_load
 from .node_bench import NodeBenchError, percentile_pair
 
 START_TIMEOUT_S = 180.0  # N nodes loading a model at once on a small CPU

@@ -35,7 +35,7 @@ class NodeBenchError(RuntimeError):
     """The node did not start or answer; the message is one line."""
 
 
-class Client(RosClient):
+class OverheadClient(RosClient):
     """Publishes frames to the node and collects each one's label arrival time and timing values."""
 
     def __init__(self):
@@ -80,7 +80,7 @@ def measure_node_overhead(config, log_path: Path | None = None) -> list:
     private_domain()
     log_path = log_path or Path(f"/tmp/road_seg_bench_node_{os.getpid()}.log")
     node = start_node(config, log_path)
-    client = Client()
+    client = OverheadClient()
     try:
         wait_until_serving(client, node)
         return [measure_size(client, size, config) for size in config.node_sizes]
@@ -98,7 +98,7 @@ def frame_message(rgb: np.ndarray, frame_id: str) -> Image:
     return msg
 
 
-def wait_until_serving(client: Client, node: NodeProcess) -> None:
+def wait_until_serving(client: OverheadClient, node: NodeProcess) -> None:
     """Until the node answers a frame (it loads the model, and discovery takes a moment)."""
     rgb = synthetic_frames((64, 64), count=1)[0]
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -112,7 +112,7 @@ def wait_until_serving(client: Client, node: NodeProcess) -> None:
     raise NodeBenchError(f"road_seg_node did not answer within {START_TIMEOUT_S:.0f} s (log: {node.log_path})")
 
 
-def measure_size(client: Client, size, config) -> dict:
+def measure_size(client: OverheadClient, size, config) -> dict:
     frames = synthetic_frames(size, count=4)
     reps = min(config.reps, MAX_FRAMES)
     rows, lost = [], 0
@@ -126,7 +126,8 @@ def measure_size(client: Client, size, config) -> dict:
             sent, arrived, timings = reply
             latency = (arrived - sent) * 1000.0
             engine = sum(timings[stage] for stage in ENGINE_STAGES)
-            rows.append({"latency": latency, "engine": engine, "overhead": latency - engine, **pick(timings)})
+            overhead = latency - engine
+            rows.append({"latency": latency, "engine": engine, "overhead": overhead, **node_stage_timings(timings)})
     if not rows:
         raise NodeBenchError(f"no label came back for any {size[0]}x{size[1]} frame")
     return {
@@ -137,7 +138,8 @@ def measure_size(client: Client, size, config) -> dict:
     }
 
 
-def pick(timings: dict) -> dict:
+def node_stage_timings(timings: dict) -> dict:
+    """The node's own stages (decode, queue, publish) from a timing message, as node_STAGE keys."""
     return {f"node_{stage}": timings[stage] for stage in NODE_STAGES if stage in timings}
 
 

@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace) -> Path:
+def average_from_args(args: argparse.Namespace) -> Path:
     model, infos = average_checkpoints(args.checkpoints)
     members = [{"path": str(path), **info.training} for path, info in zip(args.checkpoints, infos)]
     info = infos[0]
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> Path:
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
-        path = run(args)
+        path = average_from_args(args)
     except (CheckpointError, OSError) as error:
         exit_with(PROG, error)
     print(f"wrote {path}, the average of {len(args.checkpoints)} checkpoints", file=sys.stderr)

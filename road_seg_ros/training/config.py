@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from ..core.files import one_line
 from ..models import ARCHITECTURES, resolve_architecture
 from .data import DataError, parse_split
 from .losses import DISTILLATION_LOSSES, DistillationTerm
@@ -20,7 +21,8 @@ class ConfigError(ValueError):
     """A configuration that cannot be trained; the message is one line."""
 
 
-def _default_distillation():
+def default_distillation() -> list[dict]:
+    """The distillation terms every run starts from (``--distill`` and configs choose among or replace them)."""
     # Weights and temperatures from the pixel-KD and CWD recipes in ../shared/REFERENCES.md (beside the checkout).
     return [
         {"name": "pixel", "weight": 1.0, "temperature": 1.0},
@@ -58,7 +60,7 @@ class TrainConfig:
     # weights, which matters most for small from-scratch models at the end of a short schedule.
     ema_decay: float = 0.0
     # The distillation terms the loss loop walks: name (a key of losses.DISTILLATION_LOSSES), weight, temperature.
-    distillation: list = field(default_factory=_default_distillation)
+    distillation: list = field(default_factory=default_distillation)
     teacher_flip: bool = True  # teacher target = mean of logits on the frame and its mirror
     # online: the teacher runs on every augmented batch; cached: once per training frame, its logits warped with
     # each crop (training.teacher_targets), at the student's own cost a step.
@@ -237,18 +239,34 @@ def checked_config(values: dict, role: str) -> TrainConfig:
     try:
         config.arch = resolve_architecture({**config.arch, "name": name})
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"config field 'arch': {' '.join(str(error).split())}") from None
+        raise ConfigError(f"config field 'arch': {one_line(error)}") from None
     return config
 
 
 def read_config_file(path: Path) -> dict:
-    """The field values in a YAML config file."""
+    """The field values in a YAML config file; ``base: FILE`` (beside it) names a parent whose values it overrides.
+
+    One level: a parent may not name a base of its own.
+    """
+    values = _read_yaml_mapping(path)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"config file {path}: base must be a file name, got {base!r}")
+    parent = _read_yaml_mapping(path.parent / base)
+    if "base" in parent:
+        raise ConfigError(f"config file {path.parent / base} is a base and names a base itself: one level only")
+    return {**parent, **values}
+
+
+def _read_yaml_mapping(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {one_line(error)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must be a mapping of field: value, got {type(values).__name__}")
     return values

@@ -26,11 +26,10 @@ class DataError(RuntimeError):
 
 def camvid_root(root=None) -> Path:
     """``root`` if given, else $CAMVID_ROOT, else ../shared/camvid beside the checkout."""
-    chosen = root or os.environ.get("CAMVID_ROOT") or REPO_ROOT.parent / "shared" / "camvid"
-    chosen = Path(chosen)
-    if not (chosen / "train.txt").is_file():
-        raise DataError(f"no CamVid data set at {chosen} (expected train.txt there; pass --data or set CAMVID_ROOT)")
-    return chosen
+    root = Path(root or os.environ.get("CAMVID_ROOT") or REPO_ROOT.parent / "shared" / "camvid")
+    if not (root / "train.txt").is_file():
+        raise DataError(f"no CamVid data set at {root} (expected train.txt there; pass --data or set CAMVID_ROOT)")
+    return root
 
 
 @dataclass(frozen=True)

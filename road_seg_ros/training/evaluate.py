@@ -79,6 +79,26 @@ class MultiScalePredictor:
         return labels
 
 
+def aspect_ratio(text: str) -> float:
+    """``W:H`` (e.g. 16:9) as W / H, for argparse's ``type``."""
+    try:
+        width, height = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"aspect must be W:H, e.g. 16:9, got {text!r}") from None
+    if not (width > 0 and height > 0):
+        raise argparse.ArgumentTypeError(f"aspect must be W:H with both positive, got {text!r}")
+    return width / height
+
+
+def middle_rows(image: np.ndarray, aspect: float) -> np.ndarray:
+    """The frame's middle rows at ``aspect`` (width / height), as a wider camera would see the scene; the frame
+    itself where it is already that wide."""
+    height, width = image.shape[:2]
+    rows = min(height, round(width / aspect))
+    top = (height - rows) // 2
+    return image[top : top + rows]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="road-seg-eval", description=__doc__.split("\n\n")[0])
     add_engine_arguments(parser)
@@ -104,6 +124,12 @@ def parse_args(argv=None):
         help="more checkpoints whose class probabilities are averaged with --checkpoint's (non-real-time)",
     )
     parser.add_argument("--limit", type=whole_number(1), metavar="N", help="only the first N frames of the split")
+    parser.add_argument(
+        "--crop-aspect",
+        type=aspect_ratio,
+        metavar="W:H",
+        help="score each frame's middle rows at this aspect ratio (e.g. 16:9), its labels cropped alike",
+    )
     parser.add_argument("--save-predictions", type=Path, metavar="DIR", help="one uint8 label PNG per frame")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     args = parser.parse_args(argv)
@@ -115,7 +141,7 @@ def parse_args(argv=None):
     return args
 
 
-def run(args) -> dict:
+def evaluate_from_args(args) -> dict:
     options = engine_options(args)
     averaged = bool(args.scales or args.flip or args.ensemble)
     if averaged:
@@ -124,6 +150,9 @@ def run(args) -> dict:
     samples = read_split(args.data, args.split)[: args.limit]
     images = [load_rgb(s.image) for s in samples]
     labels = [load_label(s.label) for s in samples]
+    if args.crop_aspect:
+        images = [middle_rows(image, args.crop_aspect) for image in images]
+        labels = [middle_rows(label, args.crop_aspect) for label in labels]
     if averaged:
         others = [SegmentationEngine(options.with_changes(checkpoint=path)) for path in args.ensemble]
         predict = MultiScalePredictor([engine, *others], tuple(args.scales or (1.0,)), args.flip)
@@ -152,6 +181,8 @@ def run(args) -> dict:
         "backend": engine.backend,
         "precision": engine.precision,
         "test_time_augmentation": {"scales": args.scales or [1.0], "flip": args.flip},
+        "keep_aspect": engine.keep_aspect,
+        "crop_aspect": args.crop_aspect,
         "ensemble": [str(engine.checkpoint), *args.ensemble] if args.ensemble else [],
     }
     if args.json:
@@ -163,7 +194,7 @@ def run(args) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     try:
-        result = run(args)
+        result = evaluate_from_args(args)
     except (CheckpointError, DataError, EngineError, OSError) as error:
         exit_with("road-seg-eval", error)
     print(format_iou_table(result))

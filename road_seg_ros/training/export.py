@@ -154,7 +154,7 @@ def parse_args(argv=None):
     return args
 
 
-def run(args) -> str:
+def export_from_args(args) -> str:
     missing = [name for name in PACKAGES[args.format, args.precision] if importlib.util.find_spec(name) is None]
     if missing:
         raise ExportError(f"--format {args.format} --precision {args.precision} needs Python packages that are "
@@ -195,7 +195,7 @@ def run(args) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        print(run(args))
+        print(export_from_args(args))
     except (CheckpointError, DataError, EngineError, ExportError, OSError) as error:
         print(f"road-seg-export: {error}", file=sys.stderr)
         return 1

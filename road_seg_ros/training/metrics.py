@@ -29,9 +29,6 @@ class ConfusionMatrix:
         index = target[keep] * self.num_classes + prediction[keep]
         self.matrix += np.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, -1)
 
-    def merge(self, matrix: np.ndarray) -> None:
-        self.matrix += matrix
-
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for a class absent from both ground truth and predictions."""
         true_positive = np.diag(self.matrix).astype(np.float64)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from ..core.labels import IGNORE_INDEX
 from ..core.preprocess import Normalize, is_shrinking
 from .augment import Augmentation, DeviceAugmentation
+from .config import default_distillation
 from .losses import DistillationTerm, supervised_loss
 from .optim import PolySchedule, load_scheduler_state, make_optimizer
 
@@ -46,7 +47,7 @@ class SelfTrainingSettings:
     # 85.65), held-out agreement with the teacher 96.79 against 96.24 (base 96.55).
     base_weight: float = 0.5
     warmup_steps: int = 20
-    distillation: tuple = (DistillationTerm("pixel", 1.0, 1.0), DistillationTerm("cwd", 3.0, 4.0))
+    distillation: tuple = tuple(DistillationTerm(**term) for term in default_distillation())  # training's own
     # Strong views of the new drive: no rotation or shrinking below the crop, so no void padding.
     augmentation: Augmentation = Augmentation(
         crop_size=(256, 320),

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.files import written_whole
 from ..core.preprocess import Normalize
 from .data import CamVid
 
@@ -55,7 +56,6 @@ def cached_teacher_logits(teacher, teacher_file: Path, dataset: CamVid, normaliz
             return list(stacked)
     logits = [frame_logits(teacher, normalize, image, flip, device) for image in dataset.images]
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp.npy")
-    np.save(temporary, np.stack(logits))
-    temporary.replace(path)
+    with written_whole(path, suffix=".npy") as temporary:
+        np.save(temporary, np.stack(logits))
     return logits

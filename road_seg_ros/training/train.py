@@ -24,9 +24,11 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..core.backends import resolve_device
 from ..core.checkpoint import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
+from ..core.files import written_whole
 from ..core.labels import CLASS_NAMES
-from ..core.options import DEVICES
+from ..core.options import DEVICES, EngineError
 from ..core.preprocess import Normalize
 from . import losses
 from .batches import DeviceBatches, LoaderBatches
@@ -93,9 +95,7 @@ class Distributed:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
-        if device_choice == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda but no CUDA device is available")
+        use_cuda = resolve_device(device_choice, backend="torch").type == "cuda"
         self.device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
         if use_cuda:
             torch.cuda.set_device(self.device)
@@ -301,9 +301,8 @@ class Trainer:
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
-        tmp = self.out / "last.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.out / "last.pt")
+        with written_whole(self.out / "last.pt") as temporary:
+            torch.save(state, temporary)
 
     def _resume(self):
         path = self.out / "last.pt"
@@ -366,7 +365,7 @@ def main(argv=None):
         env = Distributed(args.device)
         args.out.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(args, config, env)
-    except (ValueError, DataError, ConfigError) as error:
+    except (ValueError, DataError, ConfigError, EngineError) as error:
         sys.exit(f"road-seg-train: {error}")
     best = trainer.train()
     if env.is_main:

@@ -1,6 +1,8 @@
 """The codec against hostile data: sizes are read from JPEG and PNG headers and checked before anything is
 decoded, damaged data and inconsistent raw fields are each refused with their reason in one line."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -113,3 +115,35 @@ def test_jpeg_orientation_tags_are_ignored_so_labels_match_the_camera_frame():
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (80, 40, 3)  # OpenCV would rotate
     assert codec.compressed_size(np.frombuffer(jpeg, np.uint8), "jpeg") == (80, 40)
     assert codec.compressed_to_rgb(jpeg).shape == (40, 80, 3)
+
+
+def corrupt_png() -> bytes:
+    """A PNG whose image data is damaged: libpng says so on stderr itself."""
+    pixels = np.random.default_rng(6).integers(0, 256, (32, 48, 3), np.uint8)
+    png = bytearray(cv2.imencode(".png", pixels)[1].tobytes())
+    png[60:80] = bytes(20)
+    return bytes(png)
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [(corrupt_png(), "(libpng: IDAT: "), (corrupt_png()[:2000], "(opencv: PNG input buffer is incomplete)")],
+)
+def test_the_decoders_own_stderr_lines_end_up_in_the_error_not_on_stderr(capfd, data, said):
+    for _ in range(3):  # one line per frame would reach stderr
+        error = refused(codec.compressed_to_rgb, data)
+        assert error.reason == codec.CORRUPT_COMPRESSED and f"could not be decoded {said}" in str(error)
+    assert capfd.readouterr().err == ""
+    assert codec.compressed_to_rgb(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1]).shape == (8, 8, 3)
+
+
+def test_other_lines_written_to_stderr_during_a_decode_go_on_to_stderr(capfd):
+    """Another thread's log line, written while a decode captures file descriptor 2, still reaches stderr."""
+    lines = []
+    with codec.decoder_output(lines):
+        os.write(2, b"libpng warning: iCCP: known incorrect sRGB profile\n")
+        os.write(2, b"[INFO] [road_seg]: another thread's line\n")
+    assert lines == ["libpng: iCCP: known incorrect sRGB profile"]
+    assert capfd.readouterr().err == "[INFO] [road_seg]: another thread's line\n"
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"  # file descriptor 2 is stderr again

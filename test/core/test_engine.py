@@ -8,17 +8,18 @@ import torch
 from road_seg_ros.core.backends import REGISTRY, TorchDeviceRunner
 from road_seg_ros.core.checkpoint import load_checkpoint
 from road_seg_ros.core.device_pipeline import DevicePipeline, FrameGeometry, frame_to_batch, nearest_indices
-from road_seg_ros.core.engine import SegmentationEngine
+from road_seg_ros.core.engine import MAX_INPUT_SIZES, SegmentationEngine
 from road_seg_ros.core.frames import synthetic_frames
-from road_seg_ros.core.openvino_backend import cpu_runs
+from road_seg_ros.core.openvino_backend import CompiledModelCache, cpu_runs
 from road_seg_ros.core.options import EngineError, EngineOptions, default_checkpoint
-from road_seg_ros.core.preprocess import Normalize
+from road_seg_ros.core.preprocess import Normalize, input_size_for
 from road_seg_ros.models import ShiftedDepthwise
 
 INPUT_SIZE = (96, 128)  # height, width: small, so each frame takes milliseconds
 MIN_AGREEMENT = 0.995
 # Frame sizes: the input size itself, integer and fractional shrinks, and a wider aspect (1280x720-like).
 SHRINK_SIZES = [INPUT_SIZE, (192, 256), (101, 139), (144, 256)]
+WIDE_INPUT_SIZE = (96, 160)  # what a 16:9 frame runs at with keep_aspect: INPUT_SIZE's height, its own aspect
 GROW_SIZES = [(64, 96), (80, 100)]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -30,6 +31,12 @@ def engine(**options):
 @pytest.fixture(scope="module")
 def reference():
     return engine(backend="torch")
+
+
+@pytest.fixture(scope="module")
+def stretched():
+    """The reference with every frame stretched to INPUT_SIZE, as a pipeline built for that one size runs it."""
+    return engine(backend="torch", keep_aspect=False)
 
 
 @pytest.fixture(scope="module")
@@ -63,22 +70,24 @@ CPU_RUNTIMES = [
 
 
 class CountingRunner:
-    """A runner that counts its calls and the frames in each."""
+    """A runner that counts its calls, the frames in each and their size."""
 
     def __init__(self, runner):
-        self.runner, self.batches = runner, []
+        self.runner, self.batches, self.sizes = runner, [], []  # frames in each call, and their height x width
 
     def __getattr__(self, name):  # layout, on_device, device, dtype: the runner's
         return getattr(self.runner, name)
 
     def __call__(self, batch):
         self.batches.append(len(batch))
+        height_axis = 2 if self.runner.layout == "nchw" else 1
+        self.sizes.append(tuple(batch.shape[height_axis : height_axis + 2]))
         return self.runner(batch)
 
 
 @pytest.mark.parametrize(("backend", "precision"), CPU_RUNTIMES)
 def test_a_batch_equals_one_call_per_frame_pixel_for_pixel(backend, precision):
-    chosen = engine(backend=backend, precision=precision)
+    chosen = engine(backend=backend, precision=precision, keep_aspect=False)  # every frame stretched: one batch
     batch_frames = frames(SHRINK_SIZES + GROW_SIZES[:1], seed=11)  # five sizes, the input size among them
     singles = [chosen.segment(frame, with_color=True, with_overlay=True, overlay_alpha=0.3) for frame in batch_frames]
     assert len({result.labels.tobytes() for result in singles}) == len(singles)  # distinct frames, distinct labels
@@ -94,6 +103,96 @@ def test_a_batch_equals_one_call_per_frame_pixel_for_pixel(backend, precision):
             if color:
                 np.testing.assert_array_equal(result.color, single.color)
         assert results[0].timings_ms == results[-1].timings_ms  # the batch's stage times, each frame waited for
+
+
+@pytest.mark.parametrize(
+    ("frame_size", "expected"),
+    [
+        ((720, 960), (360, 480)),  # the model's own aspect (CamVid): its input size exactly
+        ((720, 1280), (360, 640)),  # 16:9
+        ((1080, 1920), (360, 640)),
+        ((800, 1280), (360, 576)),  # 16:10
+        ((1920, 1080), (360, 192)),  # portrait
+        ((270, 480), (360, 640)),  # CamVid's middle 270 rows
+        ((1, 4096), (360, 1920)),  # at most 4x the model's width
+        ((4096, 1), (360, 128)),  # at least a quarter of it
+    ],
+)
+def test_input_size_keeps_the_frames_aspect_in_steps_of_the_stride(frame_size, expected):
+    assert input_size_for(frame_size, (360, 480)) == expected
+    assert input_size_for(frame_size, (360, 480), keep_aspect=False) == (360, 480)
+
+
+def test_tiny_input_sizes_stay_at_least_the_minimum_side():
+    assert input_size_for((4096, 1), (40, 40)) == (40, 40)
+    assert input_size_for((9, 16), (32, 32)) == (32, 64)
+
+
+def test_a_16_9_frame_runs_at_its_own_aspect_and_its_labels_come_back_at_frame_size(reference):
+    frame = frames([(144, 256)])[0]
+    assert reference.input_size_for(frame.shape[:2]) == WIDE_INPUT_SIZE
+    assert tuple(reference.preprocess(frame).shape) == (1, 3, *WIDE_INPUT_SIZE)
+    kept = reference.segment(frame, with_color=True, with_overlay=True)
+    assert kept.labels.shape == frame.shape[:2] and kept.overlay.shape == frame.shape
+    # the same as a model whose input size is the frame's aspect, and not what the stretched input gives
+    at_wide = engine(backend="torch", input_size=WIDE_INPUT_SIZE, keep_aspect=False).segment(frame).labels
+    np.testing.assert_array_equal(kept.labels, at_wide)
+    stretched = engine(backend="torch", keep_aspect=False)
+    assert stretched.input_size_for(frame.shape[:2]) == INPUT_SIZE
+    assert not np.array_equal(stretched.segment(frame).labels, kept.labels)
+
+
+@pytest.mark.parametrize(("backend", "precision"), CPU_RUNTIMES)
+def test_a_batch_runs_each_aspect_as_a_batch_of_its_own(backend, precision):
+    chosen = engine(backend=backend, precision=precision)
+    batch_frames = frames([INPUT_SIZE, (144, 256), (192, 256), (108, 192)], seed=21)  # 4:3, 16:9, 4:3, 16:9
+    singles = [chosen.segment(frame, with_color=True) for frame in batch_frames]
+    assert len(chosen._pipelines) == 2
+    counting = {}
+    for pipeline in chosen._pipelines.values():  # one runner per input size, or PyTorch's one for all
+        pipeline.runner = counting.setdefault(id(pipeline.runner), CountingRunner(pipeline.runner))
+    results = chosen.segment_batch(batch_frames, with_color=True)
+    calls = sorted(size + (count,) for runner in counting.values() for size, count in zip(runner.sizes, runner.batches))
+    assert calls == [(*INPUT_SIZE, 2), (*WIDE_INPUT_SIZE, 2)]  # two frames each: one forward pass per input size
+    for single, result, frame in zip(singles, results, batch_frames):
+        assert result.labels.shape == frame.shape[:2]
+        np.testing.assert_array_equal(result.labels, single.labels)
+        np.testing.assert_array_equal(result.color, single.color)
+    assert results[0].timings_ms == results[2].timings_ms != results[1].timings_ms == results[3].timings_ms
+
+
+@pytest.mark.skipif(not REGISTRY["openvino"].installed(), reason="no OpenVINO")
+def test_openvino_compiles_each_input_size_and_batch_once(monkeypatch):
+    compiled = []
+    compile_for_real = CompiledModelCache.compile
+
+    def counting(self, core, model, config, key):
+        compiled.append(tuple(model.input(0).get_partial_shape().to_shape()))
+        return compile_for_real(self, core, model, config, key)
+
+    monkeypatch.setattr(CompiledModelCache, "compile", counting)
+    chosen = engine(backend="openvino", precision="fp32")
+    assert compiled == [(1, *INPUT_SIZE, 3)]  # at start-up
+    wide, square = frames([(144, 256), (108, 192)], seed=3), frames([(192, 256)], seed=4)[0]
+    for _ in range(3):
+        chosen.segment(wide[0])
+        chosen.segment(square)
+        chosen.segment_batch(wide)
+    assert compiled == [(1, *INPUT_SIZE, 3), (1, *WIDE_INPUT_SIZE, 3), (2, *WIDE_INPUT_SIZE, 3)]
+
+
+def test_a_stream_of_new_aspects_keeps_a_bounded_number_of_pipelines():
+    chosen = engine(backend="torch")
+    widths = [32 * step for step in range(1, MAX_INPUT_SIZES + 4)]  # each its own input size
+    for width in widths:
+        assert chosen.segment(np.zeros((INPUT_SIZE[0], width, 3), np.uint8)).labels.shape == (INPUT_SIZE[0], width)
+    assert len(chosen._pipelines) == MAX_INPUT_SIZES
+    assert INPUT_SIZE in chosen._pipelines and (INPUT_SIZE[0], widths[-1]) in chosen._pipelines
+
+
+def test_keep_aspect_is_an_engine_option_from_the_node_parameter():
+    assert EngineOptions().keep_aspect is True
+    assert EngineOptions.from_parameters({"keep_aspect": False}).keep_aspect is False
 
 
 def test_device_pipeline_on_cpu_batches_like_it_runs_one_frame(reference):
@@ -132,14 +231,14 @@ def test_onnxruntime_gives_the_torch_labels(reference, onnx_engine):
         assert agreement(onnx_engine.segment(frame).labels, reference.segment(frame).labels) >= MIN_AGREEMENT
 
 
-def test_device_pipeline_on_cpu_gives_the_host_labels_colours_and_overlay(reference):
+def test_device_pipeline_on_cpu_gives_the_host_labels_colours_and_overlay(reference, stretched):
     """The GPU path's code, run eagerly on the CPU: same labels, and colours and overlay consistent with them."""
     info = reference.info
     runner = TorchDeviceRunner(reference.model, torch.device("cpu"), torch.float32)
     pipeline = DevicePipeline(runner, INPUT_SIZE, info.mean, info.std, reference.color_table)
     for frame in frames(SHRINK_SIZES):
         result = pipeline.run(frame, with_color=True, with_overlay=True, alpha=0.4)
-        assert agreement(result.labels, reference.segment(frame).labels) >= MIN_AGREEMENT
+        assert agreement(result.labels, stretched.segment(frame).labels) >= MIN_AGREEMENT
         np.testing.assert_array_equal(result.color, reference.colorize(result.labels))
         np.testing.assert_array_equal(result.overlay, reference.overlay(frame, result.labels, alpha=0.4))
         assert set(result.timings_ms) == {"preprocess", "inference", "postprocess", "total"}
@@ -276,6 +375,8 @@ def test_an_engine_built_from_a_network_leaves_the_callers_network_as_it_was():
         ({"precision": "fp16"}, "'fp16' runs with torch on cuda only"),
         ({"precision": "int4"}, "precision must be one of"),
         ({"device": "tpu"}, "device must be one of"),
+        ({"device": "cuda:"}, r"or cuda:N \(a GPU by its index\), got 'cuda:'"),
+        ({"device": "cuda:7"}, "device 'cuda:7'"),
         ({"num_threads": -1}, r"num_threads must be 0\.\.256, got -1"),
     ],
 )

@@ -21,8 +21,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from test_node import NODE_PARAMS, same_header, stamped
 
+from road_seg_ros.core.codec import raw_to_array
 from road_seg_ros.ros.cameras import LatestFrames, camera_names_problem
-from road_seg_ros.ros.image_conversion import image_to_array, rgb_to_image
+from road_seg_ros.ros.image_conversion import rgb_to_image
 
 CAMERAS = {"front": (120, 160), "left": (96, 128), "rear": (180, 240)}  # height, width: three sizes
 OUTPUTS = {"label": Image, "color": Image, "overlay": Image, "timing": DiagnosticArray}
@@ -70,7 +71,7 @@ class Rig:
 
     def answer(self, camera: str, header, timeout: float = 30.0) -> np.ndarray:
         """The labels published for ``header`` on ``camera``'s own topic."""
-        return image_to_array(self.outputs[camera]["label"].wait_for(same_header(header), timeout=timeout))
+        return raw_to_array(self.outputs[camera]["label"].wait_for(same_header(header), timeout=timeout))
 
     def timing(self, camera: str, header) -> dict:
         reply = self.outputs[camera]["timing"].wait_for(same_header(header), timeout=30.0)
@@ -159,7 +160,7 @@ def test_each_camera_answers_on_its_own_topics_and_nothing_is_dropped(rig, engin
     for camera, frames in sent.items():
         header, rgb = frames[-1]
         overlay = rig.outputs[camera]["overlay"].wait_for(same_header(header))
-        np.testing.assert_array_equal(image_to_array(overlay), engine.overlay(rgb, engine.segment(rgb).labels, 0.5))
+        np.testing.assert_array_equal(raw_to_array(overlay), engine.overlay(rgb, engine.segment(rgb).labels, 0.5))
         assert int(rig.timing(camera, header)["batch_size"]) in (1, 2, 3)
     for camera, outputs in rig.outputs.items():  # no cross-talk: each camera's topics carry its own frames only
         for inbox in outputs.values():
@@ -252,14 +253,15 @@ def test_a_batch_that_fails_costs_only_the_frame_it_fails_on(batching, engine):
     np.testing.assert_array_equal(batching.answer("left", header), engine.segment(rgb).labels)
 
 
-def test_each_camera_puts_its_newest_frame_into_a_batch_at_most():
+def test_each_camera_puts_one_frame_into_a_batch_and_keeps_its_newest_two():
     mailbox = LatestFrames(3)
     assert mailbox.put(0, "front 1") is False
-    assert mailbox.put(0, "front 2") is True  # a fast camera replaces its own frame, never takes another's place
+    assert mailbox.put(0, "front 2") is False  # two at once (a burst): both kept
+    assert mailbox.put(0, "front 3") is True  # a third replaces the oldest, never takes another camera's place
     mailbox.put(2, "rear 1")
-    assert mailbox.take() == [(0, "front 2"), (2, "rear 1")]
+    assert mailbox.take() == [(0, "front 2"), (2, "rear 1")]  # one per camera: the oldest kept
     mailbox.put(1, "left 1")
-    assert mailbox.take() == [(1, "left 1")]
+    assert mailbox.take() == [(0, "front 3"), (1, "left 1")]
     mailbox.close()
     assert mailbox.take() is None
 

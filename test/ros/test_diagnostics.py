@@ -59,3 +59,12 @@ def test_warnings_without_silence():
     level, message = health(Counter(received=30, published=25, dropped=3, rejected=2), 25.0, 5.0, "/image")
     assert level == DiagnosticStatus.WARN and "dropped 3" in message and "rejected 2" in message
     assert health(Counter(received=30, idle=30), 0.0, 5.0, "/image")[0] == DiagnosticStatus.OK
+
+
+def test_lost_frames_warn_apart_from_drops():
+    level, message = health(Counter(received=10, published=10, lost=20), 10.0, 5.0, "/image")
+    assert level == DiagnosticStatus.WARN and "lost 20 frames on the way in" in message and "dropped" not in message
+    stats = FrameStats()
+    stats.count("lost", times=3)
+    values = diagnostics.summary_values(stats, Counter(), 1.0, [])
+    assert values["frames_lost"] == 3 and values["frames_dropped"] == 0 and values["stamps_backwards"] == 0

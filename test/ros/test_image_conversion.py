@@ -13,7 +13,6 @@ from road_seg_ros.ros.image_conversion import (
     ImageError,
     array_to_image,
     compressed_to_rgb,
-    image_to_array,
     image_to_rgb,
     rgb_to_compressed,
     rgb_to_image,
@@ -70,10 +69,10 @@ def test_unpadded_rgb8_is_a_view_of_the_message_not_a_copy():
     assert np.shares_memory(image_to_rgb(msg), np.frombuffer(msg.data, np.uint8))
 
 
-def test_image_to_array_keeps_the_stored_layout():
+def test_raw_to_array_keeps_the_stored_layout():
     labels = (np.arange(35, dtype=np.uint8) % 11).reshape(5, 7)
-    assert np.array_equal(image_to_array(raw_image(labels, "mono8", padding=1)), labels)
-    assert np.array_equal(image_to_array(raw_image(np.ascontiguousarray(RGB[..., ::-1]), "bgr8")), RGB[..., ::-1])
+    assert np.array_equal(codec.raw_to_array(raw_image(labels, "mono8", padding=1)), labels)
+    assert np.array_equal(codec.raw_to_array(raw_image(np.ascontiguousarray(RGB[..., ::-1]), "bgr8")), RGB[..., ::-1])
 
 
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8"])

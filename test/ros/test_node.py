@@ -7,6 +7,7 @@ checkpoint, CPU); start-up failures and signals get short-lived nodes of their o
 import array
 import signal
 import subprocess
+import time
 
 import cv2
 import numpy as np
@@ -27,10 +28,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from road_seg_ros.ros.image_conversion import array_to_image, image_to_array, rgb_to_compressed, rgb_to_image
+from road_seg_ros.core import codec
+from road_seg_ros.core.codec import raw_to_array
+from road_seg_ros.ros.image_conversion import array_to_image, rgb_to_compressed, rgb_to_image
 from road_seg_ros.ros.params import PARAMETERS
 
 TIMING_KEYS = {"decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "publish_ms", "total_ms", "age_ms"}
@@ -92,7 +95,7 @@ def labels_for(ends, msg) -> np.ndarray:
         return same_header(msg.header)(reply) and diagnostic_values(reply, status)["outputs"] == "color,label,overlay"
 
     exchange(ends["input"], msg, ends["timing"], all_outputs)
-    return image_to_array(ends["label"].wait_for(same_header(msg.header), timeout=10.0))
+    return raw_to_array(ends["label"].wait_for(same_header(msg.header), timeout=10.0))
 
 
 def set_parameter(ros, node, name, value):
@@ -132,8 +135,8 @@ def test_every_output_comes_back_with_the_input_header(raw, engine):
 
     assert labels.shape == (120, 160) and len(np.unique(labels)) > 1  # several classes: equality means something
     assert (color.encoding, color.height, color.width) == ("rgb8", 120, 160)
-    assert np.array_equal(image_to_array(color), engine.colorize(labels))
-    assert np.array_equal(image_to_array(overlay), engine.overlay(rgb, labels, 0.5))
+    assert np.array_equal(raw_to_array(color), engine.colorize(labels))
+    assert np.array_equal(raw_to_array(overlay), engine.overlay(rgb, labels, 0.5))
     values = diagnostic_values(timing, "/raw/road_seg: frame timing")
     assert TIMING_KEYS <= values.keys()
     assert all(float(values[key]) >= 0.0 for key in TIMING_KEYS)
@@ -257,7 +260,7 @@ def test_overlay_alpha_set_while_running_changes_the_overlay(ros, raw, engine):
         rgb = road_frame(60, 80, seed=6)
         msg = rgb_to_image(rgb, stamped("alpha_0.25"))
         labels = labels_for(raw, msg)
-        overlay = image_to_array(raw["overlay"].wait_for(same_header(msg.header)))
+        overlay = raw_to_array(raw["overlay"].wait_for(same_header(msg.header)))
         assert np.array_equal(overlay, engine.overlay(rgb, labels, 0.25))
         assert not np.array_equal(overlay, engine.overlay(rgb, labels, 0.5))
     finally:
@@ -302,6 +305,10 @@ def test_a_burst_drops_stale_frames_and_answers_the_newest(reliable):
 def test_invalid_parameters_and_missing_model_refused_at_start_up(tmp_path):
     cases = {  # word the one-line reason must name: override
         "device": "device:=tpu",
+        "cuda:N": "device:=cuda:x",
+        "device 'cuda:7'": "device:=cuda:7",  # no GPU here: "no CUDA device"; with one: "has 1 CUDA device(s)"
+        "qos_overrides for /road_seg/label": "qos_overrides./road_seg/label.publisher.reliability:=sometimes",
+        "/image.subscription.reliability must be one of": "qos_overrides./image.subscription.reliability:=sometimes",
         "overlay_alpha": "overlay_alpha:=1.5",
         "missing.safetensors": f"model_path:={tmp_path / 'missing.safetensors'}",
         "'1x' is not a valid ROS name": "cameras:=[front, 1x]",
@@ -364,3 +371,116 @@ def test_only_subscribed_outputs_are_computed_and_signals_stop_cleanly(ros, star
     for node, sig in zip(nodes, signals):
         assert node.stop(sig) == 0, node.output()
         assert "Traceback" not in node.output()
+
+
+def test_compressed_outputs_are_image_transports_and_the_label_decodes_to_exactly_its_ids(
+    ros, start_node, tiny_checkpoint, engine
+):
+    """~/label/compressed is PNG (lossless), ~/color/compressed and ~/overlay/compressed JPEG at jpeg_quality;
+    each only computed while subscribed: the raw outputs nobody subscribes to here are not published."""
+    node = start_node("/compressed_out", model_path=tiny_checkpoint, jpeg_quality=95, **NODE_PARAMS)
+    outputs = {name: ros.inbox(CompressedImage, node.topic(f"{name}/compressed")) for name in ("label", "color")}
+    outputs["overlay"] = ros.inbox(CompressedImage, node.topic("overlay/compressed"))
+    timing = ros.inbox(DiagnosticArray, node.topic("timing"))
+    publisher = ros.publisher(Image, node.topic("../image"))
+    rgb = road_frame(96, 128, seed=21)
+    msg = rgb_to_image(rgb, stamped("compressed_outputs"))
+    status = f"{node.namespace}/road_seg: frame timing"
+    wanted = "color/compressed,label/compressed,overlay/compressed"
+
+    def every_compressed_output(reply):
+        return same_header(msg.header)(reply) and diagnostic_values(reply, status)["outputs"] == wanted
+
+    exchange(publisher, msg, timing, every_compressed_output)
+    replies = {name: inbox.wait_for(same_header(msg.header), timeout=10.0) for name, inbox in outputs.items()}
+    assert replies["label"].format == "mono8; png compressed mono8"
+    assert {replies[name].format for name in ("color", "overlay")} == {"rgb8; jpeg compressed bgr8"}
+    expected = engine.segment(rgb, with_color=True, with_overlay=True)
+    label = cv2.imdecode(np.frombuffer(bytes(replies["label"].data), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(label, expected.labels)
+    for name, pixels in (("color", expected.color), ("overlay", expected.overlay)):
+        assert bytes(replies[name].data) == codec.encode_compressed(pixels, "jpeg", 95).tobytes()  # at jpeg_quality
+        decoded = cv2.imdecode(np.frombuffer(bytes(replies[name].data), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        assert decoded.shape == pixels.shape and np.abs(decoded.astype(int) - pixels).mean() < 8.0
+
+
+def camera_info(header: Header, width: int, height: int) -> CameraInfo:
+    fx, fy, cx, cy = 400.0, 410.0, width / 2, height / 2
+    return CameraInfo(
+        header=header,
+        width=width,
+        height=height,
+        distortion_model="plumb_bob",
+        d=[0.1, -0.05, 0.0, 0.0, 0.0],
+        k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+        p=[fx, 0.0, cx, -20.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+    )
+
+
+def test_camera_info_is_republished_with_each_labels_header_and_scaled_to_its_size(ros, start_node, tiny_checkpoint):
+    """The camera_info of the frame's own stamp when it came, else the latest, scaled to the label; none before
+    the first camera_info (nothing breaks without one)."""
+    node = start_node("/with_info", model_path=tiny_checkpoint, **NODE_PARAMS)
+    label = ros.inbox(Image, node.topic("label"))
+    infos = ros.inbox(CameraInfo, node.topic("camera_info"))
+    publisher = ros.publisher(Image, node.topic("../image"))
+    info_publisher = ros.publisher(CameraInfo, node.topic("../camera_info"))
+    rgb = road_frame(60, 80, seed=22)
+    before = rgb_to_image(rgb, stamped("before_any_camera_info", nanosec=1))
+    exchange(publisher, before, label, same_header(before.header))
+    with pytest.raises(AssertionError):
+        infos.wait_for(same_header(before.header), timeout=1.0)  # no camera_info yet: none published
+    # Its own stamp's camera_info, at twice the frame's size (e.g. calibrated at full resolution): K and P halved.
+    own = stamped("own_stamp", nanosec=2)
+    older = stamped("latest", nanosec=3)
+    msg = rgb_to_image(rgb, own)
+    for _ in range(3):  # best effort: sent a few times
+        info_publisher.publish(camera_info(own, 160, 120))
+        info_publisher.publish(camera_info(older, 80, 60))  # the latest: not the frame's
+    time.sleep(0.5)
+    reply = exchange(publisher, msg, infos, same_header(own))
+    assert (reply.width, reply.height, reply.header.frame_id) == (80, 60, "own_stamp")
+    assert list(reply.k) == pytest.approx([200.0, 0.0, 40.0, 0.0, 205.0, 30.0, 0.0, 0.0, 1.0])
+    assert list(reply.p) == pytest.approx([200.0, 0.0, 40.0, -10.0, 0.0, 205.0, 30.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    assert list(reply.d) == pytest.approx([0.1, -0.05, 0.0, 0.0, 0.0]) and reply.distortion_model == "plumb_bob"
+    # A stamp with no camera_info of its own: the latest, unscaled (its size is the label's), under the frame's header.
+    unmatched = rgb_to_image(rgb, stamped("no_info_of_its_own", nanosec=4))
+    reply = exchange(publisher, unmatched, infos, same_header(unmatched.header))
+    assert (reply.width, reply.height) == (80, 60) and list(reply.k)[0] == pytest.approx(400.0)
+
+
+def test_standard_qos_overrides_set_the_outputs_and_the_input(ros, start_node, tiny_checkpoint):
+    """qos_overrides./<topic>.publisher|subscription.<policy>, the node's own settings the defaults elsewhere."""
+    overrides = {
+        "qos_overrides./qo/road_seg/label.publisher.reliability": "best_effort",
+        "qos_overrides./qo/image.subscription.reliability": "reliable",
+    }
+    node = start_node("/qo", model_path=tiny_checkpoint, **overrides, **NODE_PARAMS)
+    label = ros.inbox(Image, node.topic("label"))
+    rgb = road_frame(60, 80, seed=23)
+    msg = rgb_to_image(rgb, stamped("qos_overrides"))
+    reliable_camera = ros.publisher(
+        Image, node.topic("../image"), QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    )
+    exchange(reliable_camera, msg, label, same_header(msg.header))  # the node is up and answers
+
+    def endpoint(infos):
+        (info,) = [info for info in infos if info.node_name == "road_seg" and info.node_namespace == "/qo"]
+        return info.qos_profile
+
+    label_qos = endpoint(ros.node.get_publishers_info_by_topic("/qo/road_seg/label"))
+    assert label_qos.reliability == ReliabilityPolicy.BEST_EFFORT
+    color_qos = endpoint(ros.node.get_publishers_info_by_topic("/qo/road_seg/color"))
+    assert color_qos.reliability == ReliabilityPolicy.RELIABLE  # no override: output_reliability
+    input_qos = endpoint(ros.node.get_subscriptions_info_by_topic("/qo/image"))
+    assert input_qos.reliability == ReliabilityPolicy.RELIABLE  # not best_available's choice: the override's
+
+
+def test_a_16_9_frame_runs_in_its_own_aspect_and_comes_back_at_its_size(raw, engine, tiny_checkpoint):
+    """keep_aspect (the default): a 90x160 frame runs at the model's height and a 16:9 width, not stretched."""
+    rgb = road_frame(90, 160, seed=24)
+    labels = labels_for(raw, rgb_to_image(rgb, stamped("sixteen_by_nine")))
+    assert labels.shape == (90, 160)
+    assert np.array_equal(labels, engine.segment(rgb).labels)
+    stretched = cpu_engine(tiny_checkpoint, keep_aspect=False).segment(rgb).labels
+    assert not np.array_equal(labels, stretched)  # what the node did before: squeezed to the model's 4:3

@@ -6,6 +6,7 @@ The reliable camera has no DDS profile (Fast DDS defaults); the best-effort one 
 advises: without it, Fast DDS loses most best-effort frames of 640x480 and up (benchmarks/dds_delivery.md).
 """
 
+import importlib.metadata
 import itertools
 import subprocess
 import sys
@@ -20,8 +21,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
+from road_seg_ros.core.codec import raw_to_array
 from road_seg_ros.ros import qos
-from road_seg_ros.ros.image_conversion import image_to_array
 
 CAMERA = Path(__file__).with_name("camera_process.py")
 NODE_PARAMS = {"device": "cpu", "num_threads": 1, "min_fps": 0.0}
@@ -31,6 +32,7 @@ SUBSCRIBERS = {  # RViz's and `ros2 topic echo`'s default; a sensor-data subscri
     "best_effort": qos_profile_sensor_data,
 }
 REPLY_TIMEOUT_S = 60.0
+JAZZY = importlib.metadata.version("ros-rclpy").startswith("7.")  # Kilted's is 9.x
 PROBE_PERIOD_S = 0.3
 
 
@@ -147,6 +149,12 @@ def input_reliabilities(ros, node, expected=None, timeout: float = 60.0) -> set:
     return seen
 
 
+@pytest.mark.xfail(
+    JAZZY,
+    strict=True,
+    reason="ROS 2 Jazzy (Fast DDS 2.14): best-effort subscribers get none of the node's 1280x720 outputs, "
+    "whose shared-memory profile does not carry them there (README, QoS)",
+)
 def test_a_reliable_camera_is_heard_reliably_and_every_frame_reaches_both_kinds_of_subscriber(
     ros, node, inboxes, start_camera, tiny_checkpoint
 ):
@@ -160,9 +168,9 @@ def test_a_reliable_camera_is_heard_reliably_and_every_frame_reaches_both_kinds_
             frame_id = f"reliable_{width}x{height}_{seed}"
             rgb = camera.send(width, height, seed, frame_id)
             replies = replies_to(node, inboxes, frame_id)
-            label = image_to_array(replies["label", "reliable"])
+            label = raw_to_array(replies["label", "reliable"])
             assert np.array_equal(label, engine.segment(rgb).labels)
-            assert np.array_equal(image_to_array(replies["label", "best_effort"]), label)
+            assert np.array_equal(raw_to_array(replies["label", "best_effort"]), label)
             overlay = replies["overlay", "best_effort"]
             assert (overlay.width, overlay.height, len(overlay.data)) == (width, height, width * height * 3)
     camera.close()

@@ -7,10 +7,12 @@ checkout. Each test starts one node (with the tiny checkpoint where the model do
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +21,13 @@ import yaml
 from camera_process import camera_environment, road_frame
 from conftest import DIAGNOSTICS_QOS, PARAMS_FILE, REPO_ROOT, cpu_engine, diagnostic_values, exchange
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 
-from road_seg_ros.ros.image_conversion import image_to_array, rgb_to_compressed, rgb_to_image
+from road_seg_ros.core.codec import raw_to_array
+from road_seg_ros.ros.image_conversion import rgb_to_compressed, rgb_to_image
 
 VENV_BIN = Path(sys.executable).parent
 TOOLS_MISSING = (
@@ -184,11 +190,48 @@ def test_ros2_launch_with_every_argument(ros, start_tool, tiny_checkpoint, tmp_p
     reply = exchange(publisher, msg, label, lambda m: m.header.frame_id == msg.header.frame_id, timeout=120.0)
     launch.check_running()
     engine = cpu_engine(tiny_checkpoint)
-    labels = image_to_array(reply)
+    labels = raw_to_array(reply)
     assert np.array_equal(labels, engine.segment(rgb).labels)  # the tiny model, not the shipped one
-    blended = image_to_array(overlay.wait_for(lambda m: m.header.frame_id == msg.header.frame_id))
+    blended = raw_to_array(overlay.wait_for(lambda m: m.header.frame_id == msg.header.frame_id))
     assert np.array_equal(blended, engine.overlay(rgb, labels, 0.25))
     assert segmentation_values(diagnostics, "/car/seg: segmentation")["device"] == "cpu"
+    assert launch.interrupt() == 0
+    assert launch.left_behind() == []
+
+
+def test_ros2_launch_on_the_bags_clock_at_debug_level_respawns_the_node(ros, start_tool, tiny_checkpoint):
+    """use_sim_time: frame ages in ~/timing are against /clock; log_level: the node logs at debug; respawn: a
+    node killed under launch comes back and answers."""
+    launch = start_tool(
+        "ros2", "launch", "road_seg_ros", "road_seg.launch.py", f"model_path:={tiny_checkpoint}", "device:=cpu",
+        "namespace:=/sim", "use_sim_time:=true", "log_level:=debug", "respawn:=true",
+    )  # fmt: skip
+    clock_ns = 1_000_000 * 10**9  # a bag's time, far from the wall clock
+    now = Clock()
+    now.clock.sec, now.clock.nanosec = divmod(clock_ns, 10**9)
+    clock = ros.publisher(Clock, "/clock")
+    ticking = ros.node.create_timer(0.1, lambda: clock.publish(now))
+    timing = ros.inbox(DiagnosticArray, "/sim/road_seg/timing")
+    publisher = ros.publisher(Image, "/sim/image")
+
+    def age_ms(frame_id: str) -> float:
+        msg = rgb_to_image(road_frame(60, 80, seed=13))
+        msg.header.frame_id = frame_id
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(clock_ns - 250 * 10**6, 10**9)  # 250 ms old
+        reply = exchange(publisher, msg, timing, lambda m: m.status[0].message == f"frame {frame_id}", timeout=120.0)
+        return float({value.key: value.value for value in reply.status[0].values}["age_ms"])
+
+    try:
+        assert age_ms("on_the_bags_clock") == pytest.approx(250.0, abs=1.0)
+        assert "[DEBUG]" in launch.output()
+        started = re.findall(r"\[road_seg_node-\d+\]: process started with pid \[(\d+)\]", launch.output())
+        os.kill(int(started[0]), signal.SIGKILL)
+        assert age_ms("after_respawn") == pytest.approx(250.0, abs=1.0)
+        started = re.findall(r"\[road_seg_node-\d+\]: process started with pid \[(\d+)\]", launch.output())
+        assert len(started) == 2, launch.output()
+    finally:
+        ros.node.destroy_timer(ticking)
+    launch.check_running()
     assert launch.interrupt() == 0
     assert launch.left_behind() == []
 
@@ -206,10 +249,15 @@ def test_ros2_launch_with_two_cameras_and_ros2_param_get(ros, sourced, start_too
         msg.header.frame_id = f"launch_{camera}"
         publisher = ros.publisher(Image, f"/car/{camera}/image")
         reply = exchange(publisher, msg, label, lambda m, f=msg.header.frame_id: m.header.frame_id == f, timeout=120.0)
-        assert np.array_equal(image_to_array(reply), engine.segment(rgb).labels)
+        assert np.array_equal(raw_to_array(reply), engine.segment(rgb).labels)
     launch.check_running()
     got = ros2(sourced, "param", "get", "--no-daemon", "--timeout", "30", "/car/road_seg", "cameras")
     assert got.stdout.strip() == "String values are: ['front', 'left']", got.stdout + got.stderr
+    got = ros2(sourced, "param", "get", "--no-daemon", "--timeout", "30", "/car/road_seg", "class_names")
+    assert got.stdout.strip() == f"String values are: {engine.class_names}", got.stdout + got.stderr
+    got = ros2(sourced, "param", "get", "--no-daemon", "--timeout", "30", "/car/road_seg", "class_colors")
+    colors = [f"#{red:02x}{green:02x}{blue:02x}" for red, green, blue in engine.info.class_colors]
+    assert got.stdout.strip() == f"String values are: {colors}", got.stdout + got.stderr
     assert launch.interrupt() == 0
     assert launch.left_behind() == []
 
@@ -256,7 +304,7 @@ def test_ros2_run_finds_the_shipped_model_through_the_ament_index_and_ros2_param
         # Until both came: the node may match one best-effort subscription a moment before the other, and a frame
         # sent in between reaches only the first (seen once: the overlay came, the label never did).
         reply = exchange(publisher, msg, overlay, lambda m: mine(m) and label.count(mine) > 0, timeout=120.0)
-        return image_to_array(label.wait_for(mine)), image_to_array(reply)
+        return raw_to_array(label.wait_for(mine)), raw_to_array(reply)
 
     answer("run_first")
     run.check_running()
@@ -277,3 +325,74 @@ def test_ros2_run_finds_the_shipped_model_through_the_ament_index_and_ros2_param
 
     assert run.interrupt(whole_session=True) == 0  # ros2 run does not pass SIGINT on; Ctrl-C reaches both
     assert run.left_behind() == []
+
+
+def test_a_managed_node_goes_through_its_lifecycle_by_service_and_by_ros2_lifecycle(
+    ros, start_tool, sourced, tiny_checkpoint
+):
+    """autostart:=false: unconfigured, serving the standard lifecycle services; configure loads the model and
+    subscribes to nothing, activate answers frames, deactivate stops, cleanup and a second configure + activate
+    work, shutdown ends the process with status 0."""
+    run = start_tool(
+        "ros2", "run", "road_seg_ros", "road_seg_node", "--ros-args", "-r", "__ns:=/managed",
+        "-p", "autostart:=false", "-p", f"model_path:={tiny_checkpoint}", "-p", "device:=cpu", "-p", "num_threads:=1",
+    )  # fmt: skip
+    node = "/managed/road_seg"
+    label = ros.inbox(Image, f"{node}/label")
+    publisher = ros.publisher(Image, "/managed/image")
+
+    change_state = ros.service(ChangeState, f"{node}/change_state")  # before get_state's first answer, below
+    get_transitions = ros.service(GetAvailableTransitions, f"{node}/get_available_transitions")
+    get_state = ros.service(GetState, f"{node}/get_state", GetState.Request())  # answered: the node is up
+
+    def state() -> str:
+        return get_state(GetState.Request()).current_state.label
+
+    def change(transition: int) -> bool:
+        return change_state(ChangeState.Request(transition=Transition(id=transition))).success
+
+    def subscribed() -> bool:
+        infos = ros.node.get_subscriptions_info_by_topic("/managed/image")
+        return any(info.node_namespace == "/managed" for info in infos)
+
+    def answered(frame_id: str) -> None:
+        msg = rgb_to_image(road_frame(60, 80, seed=14))
+        msg.header.frame_id = frame_id
+        exchange(publisher, msg, label, lambda m: m.header.frame_id == frame_id, timeout=120.0)
+
+    assert state() == "unconfigured"
+    transitions = get_transitions(GetAvailableTransitions.Request())
+    assert "configure" in {description.transition.label for description in transitions.available_transitions}
+    assert change(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+    time.sleep(1.0)
+    assert not subscribed()  # configured: the model is loaded, nothing is subscribed
+    assert change(Transition.TRANSITION_ACTIVATE) and state() == "active"
+    answered("managed_active")
+    got = ros2(sourced, "lifecycle", "get", "--no-daemon", "--spin-time", "10", node)
+    assert got.stdout.startswith("active"), got.stdout + got.stderr
+    done = ros2(sourced, "lifecycle", "set", "--no-daemon", "--spin-time", "10", node, "deactivate")
+    assert "Transitioning successful" in done.stdout, done.stdout + done.stderr
+    assert state() == "inactive"
+    deadline = time.monotonic() + 10.0
+    while subscribed() and time.monotonic() < deadline:  # the graph shows the unsubscription a moment later
+        time.sleep(0.1)
+    assert not subscribed()
+    assert change(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
+    assert change(Transition.TRANSITION_CONFIGURE) and change(Transition.TRANSITION_ACTIVATE)
+    answered("managed_again")
+    assert change(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+    assert run.process.wait(timeout=STOP_TIMEOUT_S) == 0, run.output()
+    assert run.left_behind() == []
+
+
+def test_ros2_launch_autostart_false_leaves_the_node_unconfigured(ros, sourced, start_tool, tiny_checkpoint):
+    launch = start_tool(
+        "ros2", "launch", "road_seg_ros", "road_seg.launch.py", f"model_path:={tiny_checkpoint}", "device:=cpu",
+        "namespace:=/waiting", "autostart:=false",
+    )  # fmt: skip
+    get_state = ros.service(GetState, "/waiting/road_seg/get_state", GetState.Request())
+    state = get_state(GetState.Request()).current_state
+    assert state.label == "unconfigured", launch.output()
+    launch.check_running()
+    assert launch.interrupt() == 0
+    assert launch.left_behind() == []

@@ -12,7 +12,7 @@ from conftest import camvid_drive_frames, cpu_engine
 
 from road_seg_ros.core.checkpoint import load_checkpoint, read_info
 from road_seg_ros.tools import adapt, bags
-from road_seg_ros.tools.adapt import COMMITTED_TEACHER_SCALES, choose_teacher, committed_teacher, join_parts, main
+from road_seg_ros.tools.adapt import TEACHER_SCALES, choose_teacher, committed_teacher, main
 from road_seg_ros.tools.bags import write_camera_bag
 from road_seg_ros.training import optim
 from road_seg_ros.training.self_training import SelfTraining, SelfTrainingSettings, distillation_losses, with_crop
@@ -23,8 +23,8 @@ QUICK = ["--max-steps", "3", "--source-limit", "4", "--no-progress", "--device",
 
 @pytest.fixture(autouse=True)
 def no_committed_teacher(monkeypatch):
-    """Tiny runs take the fallback teacher (the base student), as where no GPU teacher is committed: the
-    committed one would cost seconds a frame."""
+    """Tiny runs take the fallback teacher (the base student), as where no teacher is installed: the shipped
+    one runs at full size, four scales and flipped, a second a frame."""
     monkeypatch.setattr(adapt, "committed_teacher", lambda: None)
 
 
@@ -49,7 +49,7 @@ def drive(tmp_path_factory):
 @pytest.fixture(scope="module")
 def adapted(drive, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapted")
-    with pytest.MonkeyPatch.context() as patch:  # the fallback teacher: as where no GPU teacher is committed
+    with pytest.MonkeyPatch.context() as patch:  # the fallback teacher: as where none is installed
         patch.setattr(adapt, "committed_teacher", lambda: None)
         main([str(drive), "--out", str(out), "--checkpoint", str(tiny_checkpoint), "--minutes", "5", *QUICK])
     return out
@@ -104,29 +104,18 @@ def test_bad_inputs_are_one_line_and_leave_no_result(drive, tiny_checkpoint, tmp
         assert not (out / "adapted.safetensors").exists()
 
 
-def test_the_committed_gpu_teacher_is_the_default_with_one_scale_and_flip(monkeypatch, tiny_checkpoint):
+def test_the_shipped_teacher_is_the_default_with_multi_scale_and_flip(monkeypatch, tiny_checkpoint):
     monkeypatch.setattr(adapt, "committed_teacher", committed_teacher)
-    parts = sorted((adapt.share_folders("models")[0] / "teacher").glob("teacher.safetensors.part*"))
     paths, scales, text = choose_teacher([], tiny_checkpoint)
-    assert paths[0].stat().st_size == sum(part.stat().st_size for part in parts) > 0  # joined from its parts
-    assert scales == COMMITTED_TEACHER_SCALES and text == "the committed GPU-trained teacher (one scale + flip)"
+    assert paths == [adapt.share_folders("models")[0] / "teacher.safetensors"]
+    assert scales == TEACHER_SCALES and text.startswith("the shipped teacher (models/teacher.safetensors)")
     info = read_info(paths[0])
-    assert info.arch["name"] == "teacher" and info.class_names == read_info(tiny_checkpoint).class_names
+    assert info.arch["encoder"] == "efficientnet_lite2" and info.class_names == read_info(tiny_checkpoint).class_names
 
 
-def test_a_newer_teacher_of_the_same_size_is_joined_anew_and_the_old_one_removed(tmp_path):
-    cache = tmp_path / "cache"
-    old, new = tmp_path / "old", tmp_path / "new"
-    for folder, payload in ((old, b"a"), (new, b"b")):
-        folder.mkdir()
-        for index in range(2):
-            (folder / f"teacher.safetensors.part0{index}").write_bytes(payload * 3 + bytes([index]))
-    first = join_parts(sorted(old.glob("*")), cache)
-    assert first.read_bytes() == b"aaa\x00aaa\x01"
-    assert join_parts(sorted(old.glob("*")), cache) == first  # joined once
-    second = join_parts(sorted(new.glob("*")), cache)
-    assert second != first and second.read_bytes() == b"bbb\x00bbb\x01"
-    assert list(cache.iterdir()) == [second]
+def test_without_a_teacher_the_base_student_teaches_itself(monkeypatch, tiny_checkpoint):
+    paths, scales, text = choose_teacher([], tiny_checkpoint)
+    assert paths == [tiny_checkpoint] and "no teacher is installed" in text
 
 
 def test_the_labeled_batches_can_leave_the_adapted_drive_out():

@@ -13,7 +13,9 @@ from conftest import REPO_ROOT
 
 from road_seg_ros.core.backends import REGISTRY
 from road_seg_ros.core.result import STAGES
-from road_seg_ros.tools.bench import STUDENT, Config, config_from_args, main, markdown, measure, parse_args
+from road_seg_ros.tools.bench import config_from_args, main, measure, parse_args
+from road_seg_ros.tools.bench_cases import STUDENT, BenchConfig
+from road_seg_ros.tools.bench_report import markdown
 from road_seg_ros.tools.cameras_bench import measure_report, report_markdown
 from road_seg_ros.tools.node_bench import measure_node_overhead, node_markdown
 
@@ -59,7 +61,7 @@ def test_smoke_benchmark_writes_its_report(tmp_path):
 
 def test_precisions_become_rows_and_int8_runs_for_the_student_only(tiny_int8_checkpoint):
     baseline = "lraspp_mobilenet_v3_large"
-    config = Config(
+    config = BenchConfig(
         models=(STUDENT, baseline),
         sizes=((96, 128),),
         backends=("onnxruntime", "openvino"),
@@ -125,7 +127,9 @@ def test_cameras_without_the_node_are_refused(capsys):
 
 @pytest.mark.timeout(180)
 def test_node_overhead_over_ros(tiny_checkpoint, tmp_path):
-    config = Config(checkpoint=tiny_checkpoint, node_sizes=((96, 128), (120, 200)), reps=4, warmup=1, num_threads=1)
+    config = BenchConfig(
+        checkpoint=tiny_checkpoint, node_sizes=((96, 128), (120, 200)), reps=4, warmup=1, num_threads=1
+    )
     rows = measure_node_overhead(config, log_path=tmp_path / "node.log")
     assert [row["size"] for row in rows] == ["96x128", "120x200"]
     for row in rows:
@@ -137,7 +141,7 @@ def test_node_overhead_over_ros(tiny_checkpoint, tmp_path):
 
 @pytest.mark.timeout(240)
 def test_cameras_through_one_node_against_one_node_each(tiny_checkpoint):
-    config = Config(
+    config = BenchConfig(
         checkpoint=tiny_checkpoint,
         node_sizes=((96, 128),),
         cameras=2,
@@ -165,9 +169,9 @@ def test_cameras_through_one_node_against_one_node_each(tiny_checkpoint):
     assert "- 96x128: one node serves 2 cameras with less CPU time and memory than 2 nodes" in text
 
 
-def test_the_gpu_session_asks_the_bench_only_for_what_it_accepts():
+def test_the_gpu_job_asks_the_bench_only_for_what_it_accepts():
     # PLAN=node spends a device call on these: a flag the bench refuses would lose that call.
-    script = (REPO_ROOT / "scripts" / "gpu_session.sh").read_text()
+    script = (REPO_ROOT / "scripts" / "gpu_job.sh").read_text()
     asked = re.findall(r"^\s*(?:NODE|CAMERAS)_BENCH=\((.*?)\)$", script, flags=re.MULTILINE | re.DOTALL)
     assert len(asked) == 4  # node and cameras, for the device and for the smoke run
     for words in asked:

@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from road_seg_ros.core.cli import engine_options
+from road_seg_ros.core.engine import SegmentationEngine
 from road_seg_ros.core.options import default_checkpoint
 from road_seg_ros.ros.params import PARAMETERS_BY_NAME
 from road_seg_ros.training.data import load_label, read_split
@@ -29,6 +31,25 @@ def test_predictions_and_json_agree(tmp_path, capsys):
     assert set(result["per_class_iou"]) == {"sky", "building", "pole", "road", "sidewalk", "tree", "sign_symbol",
                                             "fence", "car", "pedestrian", "bicyclist"}  # fmt: skip
     assert result["params_millions"] > 0 and result["gflops"]["360x480"] > 0 and result["fps"] > 0
+
+
+@pytest.mark.parametrize("keep_aspect, input_size", [("--keep-aspect", (360, 640)), ("--no-keep-aspect", (360, 480))])
+def test_a_16_9_crop_is_scored_on_the_middle_rows_of_frame_and_label(tmp_path, keep_aspect, input_size):
+    """--crop-aspect 16:9: the middle 270 of 360 rows, predictions at that size; with --keep-aspect the model runs
+    at 360x640, so the labels differ from the stretched run's (which runs at 360x480) only through the model."""
+    predictions, report = tmp_path / "pred", tmp_path / "wide.json"
+    main(["--split", "val", "--limit", "2", "--device", "cpu", "--backend", "torch", "--crop-aspect", "16:9",
+          keep_aspect, "--save-predictions", str(predictions), "--json", str(report)])  # fmt: skip
+    result = json.loads(report.read_text())
+    assert result["crop_aspect"] == pytest.approx(16 / 9) and result["keep_aspect"] == (keep_aspect == "--keep-aspect")
+    confusion = ConfusionMatrix()
+    for sample in read_split(None, "val")[:2]:
+        predicted = cv2.imread(str(predictions / f"{sample.name}.png"), cv2.IMREAD_UNCHANGED)
+        assert predicted.shape == (270, 480)
+        confusion.update(predicted, load_label(sample.label)[45:315])
+    assert result["miou"] == pytest.approx(100 * confusion.miou(), abs=1e-9)
+    engine = SegmentationEngine(engine_options(parse_args(["--device", "cpu", keep_aspect])))
+    assert engine.input_size_for((270, 480)) == input_size
 
 
 def test_multiscale_flip_runs(tmp_path):
@@ -93,6 +114,9 @@ def test_evaluator_defaults_are_the_nodes():
         (["--scales", "1", "nan"], "must be a positive number, got nan"),
         (["--scales", "0.01"], "each must be 0.25..4, got 0.01"),
         (["--threads", "-1"], "must be at least 0, got -1"),
+        (["--crop-aspect", "16x9"], "aspect must be W:H"),
+        (["--device", "gpu0"], "or cuda:N (a GPU by its index), got 'gpu0'"),
+        (["--crop-aspect", "0:9"], "both positive"),
     ],
 )
 def test_bad_arguments_are_refused_by_the_parser(capsys, argv, words):

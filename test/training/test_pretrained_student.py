@@ -10,11 +10,12 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from road_seg_ros.core.checkpoint import load_checkpoint, read_info
+from road_seg_ros.core.codec import raw_to_array
 from road_seg_ros.core.frames import synthetic_frames
 from road_seg_ros.models import pretrained
 from road_seg_ros.models.efficientnet import EfficientNetLite
 from road_seg_ros.models.pretrained import WeightsFile, load_imagenet_weights
-from road_seg_ros.ros.image_conversion import image_to_array, rgb_to_image
+from road_seg_ros.ros.image_conversion import rgb_to_image
 from road_seg_ros.training import export
 from road_seg_ros.training.config import ConfigError, checked_config
 from road_seg_ros.training.train import main
@@ -86,7 +87,7 @@ def test_the_node_answers_with_the_engine_labels(lite_run, start_node, ros):
     (rgb,) = synthetic_frames((120, 160), count=1, seed=4)
     msg = rgb_to_image(rgb, Header(frame_id="lite_camera"))
     reply = exchange(publisher, msg, labels_inbox, lambda m: m.header.frame_id == "lite_camera")
-    labels = image_to_array(reply)
+    labels = raw_to_array(reply)
     assert labels.shape == (120, 160)
     assert np.array_equal(labels, cpu_engine(checkpoint).segment(rgb).labels)
 

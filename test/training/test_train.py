@@ -199,6 +199,18 @@ def test_every_shipped_training_config_passes_the_checks(path):
     assert config.arch["name"] in ARCHITECTURES[role] and config.epochs >= 1
 
 
+def test_a_config_file_overrides_the_base_it_names(tmp_path):
+    (tmp_path / "parent.yaml").write_text("epochs: 60\nlr: 0.003\nseed: 0\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nepochs: 16\n")
+    assert read_config_file(tmp_path / "child.yaml") == {"epochs": 16, "lr": 0.003, "seed": 0}
+    (tmp_path / "grandchild.yaml").write_text("base: child.yaml\n")
+    with pytest.raises(ConfigError, match="one level only"):
+        read_config_file(tmp_path / "grandchild.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="config file not found"):
+        read_config_file(tmp_path / "orphan.yaml")
+
+
 @pytest.mark.parametrize(
     ("field", "value", "words"),
     [

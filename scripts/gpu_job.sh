@@ -1,44 +1,28 @@
 #!/usr/bin/env bash
-# One GPU session as one prepared run (issue 14): verify the CUDA path, then PLAN=teacher-dev (the default since
-# the third session): two teacher recipes on a held-out drive. PLAN=ablation instead measures the engine end to
-# end without and with torch.compile in the same call, probes the network's variants, and runs the four-way
-# distillation ablation (none, pixel, cwd, both) at equal epochs. PLAN=node measures the ROS 2 node with its engine
-# on CUDA, which no session has yet (a call of about 5 min, with the ROS 2 wheels carried instead of the data).
-# Whatever the plan, what came out is packed for the trip back.
+# The GPU job as one prepared run on any CUDA machine: verify the CUDA path, then PLAN=teacher-dev (the default):
+# two teacher recipes on a held-out drive. PLAN=ablation instead measures the engine end to end without and with
+# torch.compile, probes the network's variants, and runs the four-way distillation ablation (none, pixel, cwd,
+# both) at equal epochs. PLAN=node measures the ROS 2 node with its engine on CUDA. Whatever the plan, what came
+# out is packed into $OUT.
 #
-# Here, once:   python scripts/pack_camvid.py --out .gpu_data/camvid --splits train val   (15.5 MB at JPEG 70;
-#               it says whether the tree and it fit what travels, and exits 1 if not: since the third session
-#               they fit only without files no step here reads: python scripts/device_aside.py out --plan data
-#               moves those out of the checkout, and python scripts/device_aside.py back returns them after)
-# Device call:  bash scripts/gpu_session.sh            (carry [".gpu_data"], timeout_s 590)
-# PLAN=node:    here once, python scripts/pack_ros_wheels.py (.whl/), then device_aside.py out --plan node;
-#               device call: PLAN=node bash scripts/gpu_session.sh   (carry [".whl"], timeout_s 590)
-# Order in a 15-minute session: teacher-dev first (issues 14 and 16 both wait on a teacher for unseen roads);
-#               PLAN=node after it only if the machine is still warm and more than 6 minutes are left.
-# Smoke on CPU: SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/gpu bash scripts/gpu_session.sh
-#               with the device's Python 3.12 and torch 2.11: bash scripts/device_twin.sh
-# Back here: final val and test numbers come from road-seg-eval on the original PNGs, never on the device. A
-# continued teacher's parts (TEACHER_MIN) go to models/teacher/teacher.safetensors.partNN, so the next session
-# continues from them; PLAN=teacher-dev's held-out-drive teacher is a development model: keep it out of models/.
+#   bash scripts/gpu_job.sh                       (OUT=folder; DATA=CamVid root, default .gpu_data/camvid)
+#   SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/gpu bash scripts/gpu_job.sh      (a smoke run on the CPU)
 #
-# What the first two sessions taught (docs/results.md, "On the GPU"):
-# - Processes on one GPU take turns, they do not overlap: the teacher beside four students ran 4.6x slower than
-#   alone (53 epochs in 6.3 min against 124 in 3.2), so the teacher trains alone or not at all (TEACHER_MIN).
-# - The teacher's recipe has plateaued at test 62.95 -> 62.98 with 53 more epochs: more minutes of it are not the
-#   next step, so it is off by default.
-# - At an equal time budget the distilled students ran 16% fewer epochs than `none` (the teacher's forward) and
-#   lost; this ablation compares them at equal epochs (STUDENT_EPOCHS), as the issue's "everything else equal".
-# - The third session ran it at 25 epochs: distillation lost by about 1 point there too (the teacher has
-#   memorised the frames it distils on), and the speed targets were met (cuda_compile, benchmarks/README.md). So
-#   what is left is the teacher's recipe for unseen drives: teacher-dev is the default plan now.
+# A remote machine with transfer limits needs the helpers in dev/remote_gpu/ (README there). Final val and test
+# numbers come from road-seg-eval on the original PNGs. PLAN=teacher-dev's held-out-drive teacher is a
+# development model: keep it out of models/.
+#
+# Why the plans are as they are (docs/results.md, "On the GPU"):
+# - Processes on one GPU take turns, they do not overlap, so the teacher trains alone or not at all (TEACHER_MIN).
+# - The teacher's recipe has plateaued: more minutes of it are not the next step, so it is off by default.
+# - At an equal time budget the distilled students run fewer epochs than `none` (the teacher's forward), so the
+#   ablation compares them at equal epochs (STUDENT_EPOCHS).
 set -uo pipefail
 shopt -s nullglob
 OUT=${OUT:?set OUT to the folder whose files come back}
 DATA=${DATA:-.gpu_data/camvid}
-# Hard stops, so that the packing below always runs inside a 590 s call: verify <= 90 s, each bench <= 120 s, the
-# probe <= 100 s, the teacher (if any) TEACHER_MIN + 1.2 min, the students until DEADLINE, packing ~10 s. Expected
-# on an H100/H200: verify 40 s, benches 60 + 80 s, probe 70 s, then ~5 min for the students: 25 epochs at the
-# ~8 a minute the distilled ones made side by side in the second session.
+# Hard stops, so that the packing below always runs inside 590 s: verify <= 90 s, each bench <= 120 s, the probe
+# <= 100 s, the teacher (if any) TEACHER_MIN + 1.2 min, the students until DEADLINE, packing ~10 s.
 DEADLINE=${DEADLINE:-570}  # seconds from the start, packing included
 TEACHER_MIN=${TEACHER_MIN:-0}
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-25}
@@ -65,14 +49,14 @@ if [ -n "${SMOKE:-}" ]; then
   PROBE=(--device cpu --sizes 64x96 --iterations 2 --warmup 1 --variants channels_last nchw+pairs --json
          "$OUT/probe.json" --markdown "$OUT/probe.md")
 fi
-PYTHON=${PYTHON:-python3}  # the device's python3 holds PyTorch; here: PYTHON=.venv/bin/python
+PYTHON=${PYTHON:-python3}  # a python3 with PyTorch; here: PYTHON=.venv/bin/python
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 RUNS=${RUNS:-runs/gpu}
 mkdir -p "$RUNS" "$OUT"
 stage() { echo "[$(date +%T), ${SECONDS}s] $*"; }
 
-# Whatever happened, what exists travels back: a teacher as fp16 parts of at most 15 MiB (the device returns
-# files of at most 16 MiB), everything else in one archive (at most 8 files come back).
+# Whatever happened, what exists is packed: a teacher as fp16 parts of 15 MiB (dev/remote_gpu/README.md), the
+# rest in one archive.
 pack() {
   stage "packing"
   if [ -f "${TEACHER_CKPT:-}" ]; then
@@ -105,10 +89,9 @@ stage "verify"
 
 if [ "$PLAN" = node ]; then
   # 2''. The node's own overhead with its engine on CUDA, over real DDS on the machine's localhost, then four
-  #      cameras in one node against four nodes. rclpy and the message packages travel as Python 3.12 wheels in
-  #      .whl/ (python scripts/pack_ros_wheels.py; carry [".whl"] instead of .gpu_data, and device_aside.py out
-  #      --plan node first). The node runs as `python -m road_seg_ros.ros.node` (PYTHONPATH): nothing of ours is
-  #      installed.
+  #      cameras in one node against four nodes. rclpy and the message packages come as Python 3.12 wheels in
+  #      .whl/ (dev/remote_gpu/pack_ros_wheels.py). The node runs as `python -m road_seg_ros.ros.node`
+  #      (PYTHONPATH): nothing of ours is installed.
   stage "ROS 2 wheels"
   # A venv of their own that also sees the machine's packages (torch): the wheels keep their venv layout (their
   # libraries under its lib/, found by their bootstrap .pth), which `pip install --target` would not.
@@ -146,7 +129,7 @@ if [ "$PLAN" = teacher-dev ]; then
       --set train_split=train+val-0006R0 --set val_split=train@0006R0 --set time_budget_minutes="$TEACHER_DEV_MIN" \
       "${overrides[@]}" "${EXTRA[@]}" > "$RUNS/teacher_$recipe.log" 2>&1
   done
-  # The better of the two on the held-out drive comes back (one teacher's parts fit what returns): a teacher that
+  # The better of the two on the held-out drive is packed: a teacher that
   # never saw drive 0006R0, for choosing road-seg-adapt's recipe on that drive without test frames.
   TEACHER_CKPT=$(for recipe in A B; do
     best=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "val_miou") c = i; next }
@@ -174,10 +157,10 @@ stage "speed probe"
 timeout 100 "$PYTHON" scripts/gpu_speed_probe.py models/student.safetensors "${PROBE[@]}" > "$RUNS/probe.log" 2>&1 ||
   { echo "speed probe failed or timed out:"; tail -n 5 "$RUNS/probe.log"; } >> "$OUT/verify.txt"
 
-# 4. The committed teacher (models/teacher/, a train+val model) continued alone on train+val, only if asked.
-parts=(models/teacher/teacher.safetensors.part*)
-[ ${#parts[@]} -gt 0 ] || { echo "no committed teacher in models/teacher/" >> "$OUT/verify.txt"; exit 1; }
-cat "${parts[@]}" > "$RUNS/teacher_init.safetensors"
+# 4. The committed teacher (models/teacher.safetensors, a train+val model) continued alone on train+val, only if
+#    asked.
+[ -f models/teacher.safetensors ] || { echo "no models/teacher.safetensors" >> "$OUT/verify.txt"; exit 1; }
+cp models/teacher.safetensors "$RUNS/teacher_init.safetensors"
 if [ "$TEACHER_MIN" != 0 ]; then
   TEACHER_CKPT="$RUNS/teacher/final.safetensors"
   stage "teacher, $TEACHER_MIN min"

@@ -1,9 +1,9 @@
 """Fetches rclpy (Fast DDS) and the node's message packages as Python 3.12 wheels for the GPU machine.
 
-    python scripts/pack_ros_wheels.py            (into .whl/; needs a Python 3.12 here, or PYTHON312=...)
+    python dev/remote_gpu/pack_ros_wheels.py            (into .whl/; needs a Python 3.12 here, or PYTHON312=...)
 
 The GPU machine has Python 3.12 and no ROS 2, and requirements.txt's ROS wheels
-are the cp311 ones, so `gpu_session.sh` PLAN=node installs these there
+are the cp311 ones, so `gpu_job.sh` PLAN=node installs these there
 (`pip install --target`) to run road_seg_node with its engine on CUDA. Only the
 ros-* wheels are kept: the machine has numpy and PyYAML, and empy and lark only
 generate message code. It prints what travels and whether it fits.
@@ -18,10 +18,10 @@ from pathlib import Path
 
 from pack_camvid import CARRY_LIMIT_BYTES, NOT_ON_DEVICE, bytes_under, tracked_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WHEELS = ROOT / ".whl"
 # Tracked, and read by no step of PLAN=node: moved out of the checkout for that call.
-NOT_FOR_THE_NODE = (*NOT_ON_DEVICE, "models/teacher/")
+NOT_FOR_THE_NODE = (*NOT_ON_DEVICE, "models/teacher.safetensors")
 
 
 def python312() -> str:
@@ -55,7 +55,9 @@ def main() -> int:
     print(f"{len(list(WHEELS.iterdir()))} wheels in {WHEELS}: {wheels / 1e6:.1f} MB")
     aside = ", ".join(NOT_FOR_THE_NODE)
     verdict = (
-        "fits, once python scripts/device_aside.py out --plan node has moved those out" if fits else "OVER the limit"
+        "fits, once python dev/remote_gpu/device_aside.py out --plan node has moved those out"
+        if fits
+        else "OVER the limit"
     )
     print(f"with the tree less {aside} ({tree / 1e6:.1f} MB): {total / 1e6:.1f} MB travel: {verdict}")
     return 0 if fits else 1

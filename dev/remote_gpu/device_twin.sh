@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# The GPU session's script, smoke-run here on the CPU with the GPU machine's Python and package versions
-# (Python 3.12, torch 2.11, onnxruntime 1.30, no OpenVINO: /work/.library/device/KINDS.md), so that a
-# session with a device does not spend its minutes on a version fault. About 3 GB of wheels on first use.
+# scripts/gpu_job.sh smoke-run here on the CPU with the remote GPU machine's Python and package versions
+# (Python 3.12, torch 2.11, onnxruntime 1.30, no OpenVINO), so that a version fault shows here and not in the
+# remote machine's limited time. About 3 GB of wheels on first use.
 #
-#   bash scripts/device_twin.sh [VENV]        (default /tmp/device-twin; made once, kept)
+#   bash dev/remote_gpu/device_twin.sh [VENV]        (default /tmp/device-twin; made once, kept)
 #
-# 2026-11-28: it caught road-seg-bench crashing where OpenVINO is not installed (fixed the same day).
 set -euo pipefail
 VENV=${1:-/tmp/device-twin}
 PY312=
@@ -24,29 +23,29 @@ fi
 OUT=$(mktemp -d)
 # Both plans: ablation (benches, probe, a teacher continued, four students), then teacher-dev (the default).
 RUNS="$OUT/runs" SMOKE=1 TEACHER_MIN=0.1 PLAN=ablation PYTHON="$VENV/bin/python" OUT="$OUT/back" \
-  bash scripts/gpu_session.sh > "$OUT/session.log" 2>&1
+  bash scripts/gpu_job.sh > "$OUT/gpu.log" 2>&1
 cat "$OUT/back/verify.txt"
 ls "$OUT/back"
 grep -q "^| student | torch |" "$OUT/back/gpu.md" && grep -q "^| student | torch |" "$OUT/back/gpu_compiled.md" &&
   grep -q "^| nchw+pairs |" "$OUT/back/probe.md" &&
   ls "$OUT"/back/teacher_fp16.safetensors.part00 > /dev/null &&
   [ "$(tar tzf "$OUT/back/results.tar.gz" | grep -c 'student_.*/best.safetensors')" = 4 ] &&
-  echo "device twin: the GPU session's ablation plan passed ($OUT)"
+  echo "device twin: gpu_job.sh's ablation plan passed ($OUT)"
 RUNS="$OUT/runs_dev" SMOKE=1 PYTHON="$VENV/bin/python" OUT="$OUT/back_dev" \
-  bash scripts/gpu_session.sh > "$OUT/session_dev.log" 2>&1
+  bash scripts/gpu_job.sh > "$OUT/gpu_dev.log" 2>&1
 ls "$OUT/back_dev"
 ls "$OUT"/back_dev/teacher_fp16.safetensors.part00 > /dev/null &&
   [ "$(tar tzf "$OUT/back_dev/results.tar.gz" | grep -c 'teacher_[AB]\.log$')" = 2 ] &&
-  echo "device twin: the GPU session's default plan (teacher-dev) passed ($OUT)"
-# PLAN=node: rclpy from the Python 3.12 wheels that travel (.whl/, python scripts/pack_ros_wheels.py), the node
+  echo "device twin: gpu_job.sh's default plan (teacher-dev) passed ($OUT)"
+# PLAN=node: rclpy from the Python 3.12 wheels that travel (.whl/, python dev/remote_gpu/pack_ros_wheels.py), the node
 # and two cameras (four on the GPU) on the CPU.
 if ls .whl/ros_rclpy-*-cp312-*.whl > /dev/null 2>&1; then
   RUNS="$OUT/runs_node" SMOKE=1 PLAN=node ROS_VENV="$OUT/ros-venv" PYTHON="$VENV/bin/python" OUT="$OUT/back_node" \
-    bash scripts/gpu_session.sh > "$OUT/session_node.log" 2>&1
+    bash scripts/gpu_job.sh > "$OUT/gpu_node.log" 2>&1
   ls "$OUT/back_node"
   grep -qE "^\| 64x96 \| [0-9]+ \([0-9]+\) \|" "$OUT/back_node/gpu_node.md" &&  # the node overhead row
     grep -q "one node, 2 cameras" "$OUT/back_node/cameras_gpu.md" &&
-    echo "device twin: the GPU session's node plan passed ($OUT)"
+    echo "device twin: gpu_job.sh's node plan passed ($OUT)"
 else
-  echo "device twin: no .whl/ros_rclpy-*-cp312-*.whl: the node plan not run (python scripts/pack_ros_wheels.py)"
+  echo "device twin: no .whl/ros_rclpy-*-cp312-*.whl: the node plan not run (python dev/remote_gpu/pack_ros_wheels.py)"
 fi

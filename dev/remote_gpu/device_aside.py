@@ -1,8 +1,8 @@
 """Moves the tracked files that a device call reads nothing of out of the checkout, and back after the call.
 
-    python scripts/device_aside.py out --plan data      before a call that carries .gpu_data (teacher-dev, ablation)
-    python scripts/device_aside.py out --plan node      before PLAN=node's call, which carries .whl
-    python scripts/device_aside.py back                 after the call, whatever it was
+    python dev/remote_gpu/device_aside.py out --plan data   before a call that carries .gpu_data (teacher-dev, ablation)
+    python dev/remote_gpu/device_aside.py out --plan node   before PLAN=node's call, which carries .whl
+    python dev/remote_gpu/device_aside.py back              after the call, whatever it was
 
 The device takes the working tree with what a call carries up to 64 MB; the tree with the data or the wheels is
 over that (pack_camvid.py and pack_ros_wheels.py print the totals). `out` refuses to run twice without `back`.

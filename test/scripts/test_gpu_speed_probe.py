@@ -48,7 +48,7 @@ def test_the_cpu_run_writes_every_variant_and_the_kernels(tiny_checkpoint, tmp_p
 
 def test_every_variant_the_session_script_asks_for_is_one_the_probe_knows():
     # The third device session lost its probe to a variant name the probe did not accept.
-    script = (REPO_ROOT / "scripts" / "gpu_session.sh").read_text()
+    script = (REPO_ROOT / "scripts" / "gpu_job.sh").read_text()
     asked = [
         word
         for line in script.splitlines()
