@@ -37,29 +37,9 @@ class CameraInfos:
 
 
 def scaled(info: CameraInfo, height: int, width: int, header) -> CameraInfo:
-    """``info`` for an image of ``height`` x ``width`` (K and P scaled where its size differs), under ``header``."""
-    out = CameraInfo(
-        header=header,
-        height=height,
-        width=width,
-        distortion_model=info.distortion_model,
-        d=info.d,
-        k=info.k,
-        r=info.r,
-        p=info.p,
-        binning_x=info.binning_x,
-        binning_y=info.binning_y,
-        roi=RegionOfInterest(
-            x_offset=info.roi.x_offset,
-            y_offset=info.roi.y_offset,
-            height=info.roi.height,
-            width=info.roi.width,
-            do_rectify=info.roi.do_rectify,
-        ),
-    )
-    if (info.width, info.height) in ((width, height), (0, 0)):
-        return out
-    sx, sy = width / info.width, height / info.height
+    """``info`` for an image of ``height`` x ``width`` (K, P and the ROI scaled where its size differs; as it is
+    where it gives no size), under ``header``."""
+    sx, sy = (width / info.width, height / info.height) if info.width and info.height else (1.0, 1.0)
     k, p = [float(value) for value in info.k], [float(value) for value in info.p]
     for index in (0, 2):  # fx, cx
         k[index] *= sx
@@ -69,7 +49,23 @@ def scaled(info: CameraInfo, height: int, width: int, header) -> CameraInfo:
         p[index] *= sx
     for index in (5, 6, 7):  # fy', cy', Ty * fy'
         p[index] *= sy
-    out.k, out.p = k, p
-    out.roi.x_offset, out.roi.width = round(info.roi.x_offset * sx), round(info.roi.width * sx)
-    out.roi.y_offset, out.roi.height = round(info.roi.y_offset * sy), round(info.roi.height * sy)
-    return out
+    roi = info.roi
+    return CameraInfo(
+        header=header,
+        height=height,
+        width=width,
+        distortion_model=info.distortion_model,
+        d=info.d,
+        k=k,
+        r=info.r,
+        p=p,
+        binning_x=info.binning_x,
+        binning_y=info.binning_y,
+        roi=RegionOfInterest(
+            x_offset=round(roi.x_offset * sx),
+            y_offset=round(roi.y_offset * sy),
+            height=round(roi.height * sy),
+            width=round(roi.width * sx),
+            do_rectify=roi.do_rectify,
+        ),
+    )

@@ -41,7 +41,7 @@ from ..core.options import EngineError, EngineOptions
 from . import diagnostics, qos
 from .cameras import IMAGE_OUTPUTS, Camera, LatestFrames, camera_names_problem
 from .image_conversion import ImageError, array_to_compressed, array_to_image, compressed_to_rgb, image_to_rgb
-from .params import MODEL_PARAMETERS, NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, declare, declare_model_parameters
+from .params import NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, declare, declare_model_parameters
 from .runtime import (
     apply_dds_profile,
     describe_error,
@@ -133,8 +133,7 @@ class RoadSegNode(LifecycleNode):
 
     def _configure(self) -> None:
         self.engine = SegmentationEngine(EngineOptions.from_parameters(self._values()))
-        if not self.has_parameter(MODEL_PARAMETERS[0].name):  # read-only: the same model on every configure
-            declare_model_parameters(self, self.engine.class_names, self.engine.info.class_colors)
+        declare_model_parameters(self, self.engine.class_names, self.engine.info.class_colors)
         self._warm_up_s = self._warm_up(len(self._param("cameras") or [""]))
 
     def _activate(self) -> None:
@@ -148,7 +147,7 @@ class RoadSegNode(LifecycleNode):
             for index, name in enumerate(names):
                 receive = lambda msg, index=index: self._receive(index, msg)  # noqa: E731
                 self._cameras.append(Camera(self, name, compressed, receive, self._warm_up_s))
-        except qos.QosOverrideError:
+        except Exception:  # a camera that cannot be set up (e.g. a bad QoS override): none stay half made
             self.close()
             raise
         self._worker = threading.Thread(target=self._work, name="road_seg_inference", daemon=True)
@@ -283,14 +282,13 @@ class RoadSegNode(LifecycleNode):
         timings.pop("total", None)  # the node's total below spans decode to publish
         images = _image_outputs(segmentation, frame.wanted)
         publishing = time.perf_counter()
-        published = []
+        published, quality = [], self._param("jpeg_quality")
         for name, pixels in images.items():
             encoding, fmt = IMAGE_OUTPUTS[name]
             if name in frame.wanted:
                 camera.outputs[name].publish(array_to_image(pixels, encoding, header))
                 published.append(name)
             if f"{name}/compressed" in frame.wanted:
-                quality = self._param("jpeg_quality")
                 camera.outputs[f"{name}/compressed"].publish(
                     array_to_compressed(pixels, encoding, header, fmt, quality)
                 )

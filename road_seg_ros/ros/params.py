@@ -10,6 +10,7 @@ from ..core.backends import BACKENDS
 from ..core.codec import JPEG_QUALITY, PIXEL_CEILING
 from ..core.options import DEFAULTS, DEVICES, PRECISIONS, THREAD_LIMITS, device_problem
 from ..core.resources import NODE_NAME, PARAMS_FILE_NAME
+from .qos import MAX_DEPTH
 
 __all__ = [
     "MODEL_PARAMETERS",
@@ -105,7 +106,7 @@ PARAMETERS = (
         INPUT_RELIABILITIES,
     ),
     Param("output_reliability", "reliable", "Reliability of the outputs", OUTPUT_RELIABILITIES),
-    Param("qos_depth", 1, "History depth of the outputs, and of the input from 10 up", limits=(1, 100)),
+    Param("qos_depth", 1, "History depth of the outputs, and of the input from 10 up", limits=(1, MAX_DEPTH)),
     Param("overlay_alpha", 0.5, "Weight of the class colours in ~/overlay", limits=(0.0, 1.0), read_only=False),
     Param(
         "jpeg_quality",
@@ -139,10 +140,12 @@ MODEL_PARAMETERS = (
 
 
 def declare_model_parameters(node, class_names, class_colors) -> None:
-    """MODEL_PARAMETERS on ``node``, for the model whose classes are ``class_names`` coloured ``class_colors``."""
+    """MODEL_PARAMETERS on ``node``, for the model whose classes are ``class_names`` coloured ``class_colors``;
+    declared at the first configure only (model_path is read-only: every later one loads the same model)."""
     colors = [f"#{red:02x}{green:02x}{blue:02x}" for red, green, blue in class_colors]
     for param, value in zip(MODEL_PARAMETERS, (list(class_names), colors)):
-        node.declare_parameter(param.name, value, param.descriptor(), ignore_override=True)
+        if not node.has_parameter(param.name):
+            node.declare_parameter(param.name, value, param.descriptor(), ignore_override=True)
 
 
 def declare(node, param: Param) -> None:

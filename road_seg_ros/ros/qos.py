@@ -27,7 +27,7 @@ NAMES = {ReliabilityPolicy.BEST_EFFORT: "best_effort", ReliabilityPolicy.RELIABL
 # uncounted (benchmarks/dds_delivery.md); the node's own two-frame mailbox still makes the newest frames win,
 # and counts what it replaces as dropped.
 INPUT_DEPTH = 10
-MAX_DEPTH = 100  # qos_depth's limit, and the input's with an override
+MAX_DEPTH = 100  # the deepest history qos_depth and a depth override may ask for
 
 
 def profile(reliability: ReliabilityPolicy, depth: int) -> QoSProfile:
